@@ -1,0 +1,67 @@
+// Flag bundles shared by commands, and the per-invocation context (config, runner).
+import type { ArgsDef } from "citty";
+import { configPath, loadStore, type Store } from "../config.ts";
+import { realRunner, type Runner } from "../run.ts";
+import { setVerbosity } from "../log.ts";
+import { UsageError } from "../errors.ts";
+
+export const globalArgs = {
+  config: { type: "string", description: "config file (default: $AIVM_CONFIG or $XDG_CONFIG_HOME/aivm/config.toml)", valueHint: "PATH" },
+  verbose: { type: "boolean", alias: "v", description: "show debug logs and every command run" },
+  quiet: { type: "boolean", alias: "q", description: "only warnings and errors on stderr" },
+} as const satisfies ArgsDef;
+
+export const vmArg = { vm: { type: "string", description: "VM name (default: the only VM, or the one [defaults] describes)", valueHint: "NAME" } } as const satisfies ArgsDef;
+export const jsonArg = { json: { type: "boolean", description: "print JSON on stdout" } } as const satisfies ArgsDef;
+export const dryRunArg = { "dry-run": { type: "boolean", description: "print every command and file instead of running or writing it" } } as const satisfies ArgsDef;
+export const yesArg = { yes: { type: "boolean", alias: "y", description: "approve every step without asking" } } as const satisfies ArgsDef;
+
+export const readArgs = { ...globalArgs, ...jsonArg } as const satisfies ArgsDef;
+export const mutateArgs = { ...globalArgs, ...dryRunArg, ...yesArg } as const satisfies ArgsDef;
+
+export interface Ctx {
+  configPath: string;
+  store: Store;
+  runner: Runner;
+  json: boolean;
+  dryRun: boolean;
+  yes: boolean;
+}
+
+/** Hooks for tests: inject a runner instead of the real one. */
+export const inject: { runner?: (opts: { dryRun: boolean; yes: boolean }) => Runner } = {};
+
+export function context(args: Record<string, unknown>, opts: { loadConfig?: boolean } = {}): Ctx {
+  setVerbosity({ verbose: !!args.verbose, quiet: !!args.quiet });
+  const path = configPath(args.config as string | undefined);
+  const dryRun = !!args["dry-run"] || !!args.dryRun;
+  const yes = !!args.yes;
+  const store = opts.loadConfig === false ? { path, doc: {}, hash: null, text: null } : loadStore(path);
+  const runner = inject.runner ? inject.runner({ dryRun, yes }) : realRunner({ dryRun, yes });
+  return { configPath: path, store, runner, json: !!args.json, dryRun, yes };
+}
+
+/** The argv after a literal `--` (citty merges it into args._). */
+export function afterDashDash(rawArgs: string[]): string[] {
+  const i = rawArgs.indexOf("--");
+  return i < 0 ? [] : rawArgs.slice(i + 1);
+}
+
+/** citty ignores unknown flags; we refuse them (exit 2). */
+export function checkFlags(rawArgs: string[], args: ArgsDef): void {
+  const known = new Set<string>(["help", "h"]);
+  for (const [k, d] of Object.entries(args)) {
+    known.add(k);
+    known.add(k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase()));
+    const alias = (d as { alias?: string | string[] }).alias;
+    for (const a of [alias ?? []].flat()) known.add(a);
+  }
+  for (const a of rawArgs) {
+    if (a === "--") break;
+    if (!a.startsWith("-") || a === "-") continue;
+    const name = a.replace(/^--?/, "").split("=")[0]!.replace(/^no-/, "");
+    if (a.startsWith("--") ? !known.has(name) && !known.has(a.slice(2).split("=")[0]!) : ![...name].every((c) => known.has(c))) {
+      throw new UsageError("unknown option", a, "see --help");
+    }
+  }
+}

@@ -1,0 +1,80 @@
+// The one exit-code table, and the error classes that carry a code to main().
+export const EXIT = {
+  OK: 0,
+  FAILED: 1,
+  USAGE: 2,
+  UNAVAILABLE: 69,
+  CONFIG: 78,
+  INTERRUPTED: 130,
+} as const;
+
+export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
+
+/** An error meant for the user: `aivm: <what>: <why>` plus an optional hint line. */
+export class AivmError extends Error {
+  constructor(
+    public readonly what: string,
+    public readonly why: string,
+    public readonly exitCode: number = EXIT.FAILED,
+    public readonly hint?: string,
+  ) {
+    super(`${what}: ${why}`);
+    this.name = "AivmError";
+  }
+}
+
+/** Bad arguments or invalid input: exit 2, nothing changed. */
+export class UsageError extends AivmError {
+  constructor(what: string, why: string, hint?: string) {
+    super(what, why, EXIT.USAGE, hint);
+    this.name = "UsageError";
+  }
+}
+
+/** The config file is malformed or invalid: exit 78, file untouched. */
+export class ConfigError extends AivmError {
+  constructor(why: string, hint?: string, public readonly problems: string[] = [why]) {
+    super("config", why, EXIT.CONFIG, hint);
+    this.name = "ConfigError";
+  }
+}
+
+/** libvirtd or another host service cannot be reached: exit 69. */
+export class UnavailableError extends AivmError {
+  constructor(what: string, why: string, hint?: string) {
+    super(what, why, EXIT.UNAVAILABLE, hint);
+    this.name = "UnavailableError";
+  }
+}
+
+export class NotImplementedError extends AivmError {
+  constructor(command: string) {
+    super("not implemented yet", command, EXIT.FAILED);
+    this.message = `not implemented yet: ${command}`;
+    this.name = "NotImplementedError";
+  }
+}
+
+/** A subprocess (or remote command) exit code to pass through unchanged, with no message. */
+export class PassThroughExit extends Error {
+  constructor(public readonly exitCode: number) {
+    super(`exit ${exitCode}`);
+    this.name = "PassThroughExit";
+  }
+}
+
+/** Render an error as the one stderr line (and hint line) main() prints. */
+export function formatError(err: unknown): { lines: string[]; exitCode: number } {
+  if (err instanceof PassThroughExit) return { lines: [], exitCode: err.exitCode };
+  if (err instanceof NotImplementedError) return { lines: [`aivm: ${err.message}`], exitCode: err.exitCode };
+  if (err instanceof AivmError) {
+    const lines = [`aivm: ${err.what}: ${err.why}`];
+    if (err.hint) lines.push(`hint: ${err.hint}`);
+    return { lines, exitCode: err.exitCode };
+  }
+  const e = err as { name?: string; code?: string; message?: string };
+  if (e?.name === "CLIError") {
+    return { lines: [`aivm: usage: ${e.message}`, "hint: see `aivm --help`"], exitCode: EXIT.USAGE };
+  }
+  return { lines: [`aivm: internal error: ${e?.message ?? String(err)}`], exitCode: EXIT.FAILED };
+}

@@ -1,0 +1,255 @@
+// The Runner: the only code that starts programs or writes files outside the config store.
+// Planners build argv arrays and Steps; the Runner prints them (--dry-run), asks for consent,
+// adds sudo when not root, runs them through a Backend (zx for real, a recorder in tests).
+import { AivmError, EXIT, UsageError } from "./errors.ts";
+import { canPrompt, log, out } from "./log.ts";
+import { ask } from "./prompt.ts";
+
+export interface Result {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface ExecOptions {
+  input?: string;
+  /** needs root: prefixed with sudo when we are not root */
+  privileged?: boolean;
+  /** exit codes that count as success (default [0]); others throw AivmError */
+  okCodes?: number[];
+  /** do not throw on any exit code */
+  nothrow?: boolean;
+  /** connect the child to our terminal (ssh sessions, editors) */
+  inherit?: boolean;
+  timeoutMs?: number;
+  env?: Record<string, string | undefined>;
+  cwd?: string;
+  /** what failed, for the error line (default: the program name) */
+  what?: string;
+}
+
+export type Action =
+  | ({ kind: "run"; argv: string[] } & Pick<ExecOptions, "input" | "privileged" | "okCodes">)
+  | { kind: "write"; path: string; content: string; mode?: number }
+  | { kind: "remove"; path: string };
+
+/** A named group of host changes, previewed and approved as one. */
+export interface Step {
+  title: string;
+  why: string;
+  actions: Action[];
+  /** ask before running (changes outside aivm's own files), unless --yes */
+  consent?: boolean;
+}
+
+/** Where commands really go. */
+export interface Backend {
+  exec(argv: string[], opts: ExecOptions): Promise<Result>;
+  writeFile(path: string, content: string, mode?: number): Promise<void>;
+  remove(path: string): Promise<void>;
+}
+
+export interface RunnerOptions {
+  dryRun?: boolean;
+  yes?: boolean;
+  isRoot?: boolean;
+  interactive?: boolean;
+  /** where --dry-run output goes (default stdout) */
+  print?: (text: string) => void;
+  /** how to ask (default: a line on stderr, answer from stdin) */
+  ask?: (question: string) => Promise<string>;
+}
+
+const SAFE = /^[A-Za-z0-9_\/.,:=@%+-]+$/;
+
+/** Quote one argument for a POSIX shell so that a copy-paste runs exactly this argv. */
+export function shellQuote(arg: string): string {
+  if (arg !== "" && SAFE.test(arg)) return arg;
+  return `'${arg.replaceAll("'", `'\\''`)}'`;
+}
+
+export function shellJoin(argv: string[]): string {
+  return argv.map(shellQuote).join(" ");
+}
+
+function heredoc(content: string): string {
+  let tag = "AIVM_EOF";
+  while (content.split("\n").includes(tag)) tag += "_";
+  const body = content.endsWith("\n") ? content : content + "\n";
+  return `<<'${tag}'\n${body}${tag}`;
+}
+
+/** The copy-pasteable shell text of one action. */
+export function describeAction(a: Action, sudo = false): string {
+  switch (a.kind) {
+    case "run": {
+      const argv = sudo && a.privileged ? ["sudo", ...a.argv] : a.argv;
+      return a.input !== undefined ? `${shellJoin(argv)} ${heredoc(a.input)}` : shellJoin(argv);
+    }
+    case "write": {
+      const mode = a.mode !== undefined ? `install -m ${a.mode.toString(8)} /dev/null ${shellQuote(a.path)}\n` : "";
+      return `${mode}cat > ${shellQuote(a.path)} ${heredoc(a.content)}`;
+    }
+    case "remove":
+      return `rm -rf -- ${shellQuote(a.path)}`;
+  }
+}
+
+export class Runner {
+  readonly dryRun: boolean;
+  readonly yes: boolean;
+  readonly isRoot: boolean;
+  private approvedAll = false;
+  private readonly interactive: boolean;
+  private readonly print: (text: string) => void;
+  private readonly askFn: (q: string) => Promise<string>;
+
+  constructor(
+    readonly backend: Backend,
+    opts: RunnerOptions = {},
+  ) {
+    this.dryRun = !!opts.dryRun;
+    this.yes = !!opts.yes;
+    this.isRoot = opts.isRoot ?? process.getuid?.() === 0;
+    this.interactive = opts.interactive ?? canPrompt();
+    this.print = opts.print ?? out;
+    this.askFn = opts.ask ?? ask;
+  }
+
+  private sudo(argv: string[], privileged?: boolean): string[] {
+    if (!privileged || this.isRoot) return argv;
+    return this.interactive ? ["sudo", ...argv] : ["sudo", "-n", ...argv];
+  }
+
+  /** Run a command that only reads state. Runs under --dry-run too. */
+  async read(argv: string[], opts: ExecOptions = {}): Promise<Result> {
+    return this.invoke(argv, opts);
+  }
+
+  /** Run a command that changes something. Under --dry-run it is printed and not run. */
+  async exec(argv: string[], opts: ExecOptions = {}): Promise<Result> {
+    if (this.dryRun) {
+      this.print(describeAction({ kind: "run", argv, input: opts.input, privileged: opts.privileged }, !this.isRoot));
+      return { exitCode: 0, stdout: "", stderr: "" };
+    }
+    return this.invoke(argv, opts);
+  }
+
+  /** Write a file atomically. Under --dry-run it is printed and not written. */
+  async writeFile(path: string, content: string, mode?: number): Promise<void> {
+    if (this.dryRun) {
+      this.print(describeAction({ kind: "write", path, content, mode }));
+      return;
+    }
+    log.debug(`write ${path}`);
+    await this.backend.writeFile(path, content, mode);
+  }
+
+  async remove(path: string): Promise<void> {
+    if (this.dryRun) {
+      this.print(describeAction({ kind: "remove", path }));
+      return;
+    }
+    log.debug(`remove ${path}`);
+    await this.backend.remove(path);
+  }
+
+  /** Ask a yes/no question (consent for a change), honouring --yes and refusing without a terminal. */
+  async confirm(what: string, question: string): Promise<boolean> {
+    if (this.yes || this.approvedAll) return true;
+    if (!this.interactive) {
+      throw new UsageError(what, "needs your approval, but there is no terminal to ask on", "re-run with --yes");
+    }
+    const a = (await this.askFn(`${question} [y/N] `)).trim().toLowerCase();
+    return a === "y" || a === "yes";
+  }
+
+  /** Preview a step, ask for approval when it needs consent, then run its actions in order. */
+  async step(step: Step): Promise<void> {
+    if (step.actions.length === 0) return;
+    if (this.dryRun) {
+      this.print(`# step: ${step.title} (${step.why})`);
+      for (const a of step.actions) this.print(describeAction(a, !this.isRoot));
+      return;
+    }
+    const preview = [`Step: ${step.title}`, `  Why: ${step.why}`, ...step.actions.map((a, i) => `  ${i + 1}. ${summarize(a, !this.isRoot)}`)];
+    if (step.consent && !this.yes && !this.approvedAll) {
+      if (!this.interactive) {
+        throw new UsageError(step.title, "needs your approval, but there is no terminal to ask on", "re-run with --yes");
+      }
+      log.info(preview.join("\n"));
+      for (;;) {
+        const a = (await this.askFn("Approve this step? [y]es/[a]ll/[s]how/[N]o ")).trim().toLowerCase();
+        if (a === "s" || a === "show") {
+          for (const act of step.actions) process.stderr.write(describeAction(act, !this.isRoot) + "\n");
+          continue;
+        }
+        if (a === "a" || a === "all") this.approvedAll = true;
+        else if (a !== "y" && a !== "yes") throw new AivmError(step.title, "not approved", EXIT.FAILED);
+        break;
+      }
+    } else {
+      log.debug(preview.join("\n"));
+    }
+    log.info(step.title);
+    for (const a of step.actions) {
+      if (a.kind === "run") await this.invoke(a.argv, { input: a.input, privileged: a.privileged, okCodes: a.okCodes, what: step.title });
+      else if (a.kind === "write") await this.backend.writeFile(a.path, a.content, a.mode);
+      else await this.backend.remove(a.path);
+    }
+  }
+
+  private async invoke(argv: string[], opts: ExecOptions): Promise<Result> {
+    const full = this.sudo(argv, opts.privileged);
+    log.debug(`$ ${shellJoin(full)}`);
+    const r = await this.backend.exec(full, opts);
+    const ok = opts.nothrow || (opts.okCodes ?? [0]).includes(r.exitCode);
+    if (!ok) {
+      const why = r.exitCode === 127 ? `${argv[0]}: command not found` : `\`${shellJoin(argv).slice(0, 160)}\` exited ${r.exitCode}${lastLine(r.stderr)}`;
+      throw new AivmError(opts.what ?? argv[0]!, why, EXIT.FAILED);
+    }
+    return r;
+  }
+}
+
+function lastLine(s: string): string {
+  const lines = s.trim().split("\n").filter((l) => l.trim());
+  return lines.length ? `: ${lines[lines.length - 1]!.trim()}` : "";
+}
+
+function summarize(a: Action, sudo: boolean): string {
+  const text = a.kind === "run" ? shellJoin(sudo && a.privileged ? ["sudo", ...a.argv] : a.argv) + (a.input !== undefined ? " < (document)" : "") : a.kind === "write" ? `write ${a.path}` : `remove ${a.path}`;
+  return text.length > 160 ? text.slice(0, 157) + "..." : text;
+}
+
+/** The real backend: zx underneath (loaded lazily, it costs startup time), node fs for files. */
+export class ZxBackend implements Backend {
+  async exec(argv: string[], opts: ExecOptions): Promise<Result> {
+    const { $ } = await import("zx");
+    const p = $({
+      quiet: true,
+      nothrow: true,
+      input: opts.input,
+      cwd: opts.cwd,
+      env: opts.env ? ({ ...process.env, ...opts.env } as NodeJS.ProcessEnv) : process.env,
+      stdio: opts.inherit ? "inherit" : undefined,
+      timeout: opts.timeoutMs ? `${opts.timeoutMs}ms` : undefined,
+    } as Parameters<typeof $>[0])`${argv}`;
+    const o = await p;
+    return { exitCode: o.exitCode ?? (o.signal ? 128 + 15 : 1), stdout: o.stdout, stderr: o.stderr };
+  }
+
+  async writeFile(path: string, content: string, mode?: number): Promise<void> {
+    const { writeFileAtomic } = await import("./fsutil.ts");
+    await writeFileAtomic(path, content, mode);
+  }
+
+  async remove(path: string): Promise<void> {
+    const { rm } = await import("node:fs/promises");
+    await rm(path, { recursive: true, force: true });
+  }
+}
+
+export function realRunner(opts: RunnerOptions = {}): Runner {
+  return new Runner(new ZxBackend(), opts);
+}

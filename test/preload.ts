@@ -1,0 +1,1 @@
+process.env.NO_COLOR = "1";
