@@ -205,7 +205,7 @@ export class Runner {
     const r = await this.backend.exec(full, opts);
     const ok = opts.nothrow || (opts.okCodes ?? [0]).includes(r.exitCode);
     if (!ok) {
-      const why = r.exitCode === 127 ? `${argv[0]}: command not found` : `\`${shellJoin(argv).slice(0, 160)}\` exited ${r.exitCode}${lastLine(r.stderr)}`;
+      const why = r.exitCode === 127 && /command not found|No such file/.test(r.stderr) ? `${argv[0]}: command not found (is it installed? \`aivm doctor\` checks the host)` : `\`${shellJoin(argv).slice(0, 160)}\` exited ${r.exitCode}${lastLine(r.stderr)}`;
       throw new AivmError(opts.what ?? argv[0]!, why, EXIT.FAILED);
     }
     return r;
