@@ -1,0 +1,63 @@
+// `aivm up`: the single-job steps in order. A list of calls, not a second implementation of them.
+import { recordVm, updateStore, type StoreDoc, type Vm } from "./config.ts";
+import { ensureNetwork } from "./net.ts";
+import { applyFirewall } from "./fw.ts";
+import { ensureImage } from "./image.ts";
+import { ensureVm, startVm, waitVm, vmFiles } from "./vm.ts";
+import { upsertSshConfig } from "./ssh-config.ts";
+import { acquireLock } from "./lock.ts";
+import { log } from "./log.ts";
+import type { Runner } from "./run.ts";
+
+export interface UpReport {
+  vm: string;
+  ip: string | null;
+  network: string;
+  changes: { network: string; firewall: string; image: string; store: string; vm: string; state: string; sshConfig: string };
+  changed: boolean;
+}
+
+export async function up(runner: Runner, configPath: string, doc: StoreDoc, vm: Vm, opts: { sshConfigFile?: string } = {}): Promise<UpReport> {
+  const release = runner.dryRun ? () => {} : acquireLock(vmFiles(vm).lock, { waitMs: 0, what: `aivm up ${vm.name}`, reentrant: true });
+  try {
+    const network = await ensureNetwork(runner, vm.paths.libvirtUri, vm.network);
+    const firewall = await applyFirewall(runner, vm.network);
+    const { fetched } = await ensureImage(runner, vm.paths, vm.image);
+    let store = "unchanged";
+    if (!vm.recorded) {
+      const { wrote } = updateStore(configPath, (d) => recordVm(d, vm), { dryRun: runner.dryRun });
+      if (wrote) store = "recorded";
+    }
+    const created = await ensureVm(runner, vm);
+    const state = await startVm(runner, vm);
+    let ip: string | null = null;
+    let sshConfig = "skipped (dry run)";
+    if (!runner.dryRun) {
+      ({ ip } = await waitVm(runner, vm));
+      sshConfig = await upsertSshConfig(runner, vm, ip, opts.sshConfigFile);
+    }
+    const changes = { network, firewall, image: fetched ? "fetched" : "cached", store, vm: created, state, sshConfig };
+    const changed = network !== "unchanged" || firewall === "applied" || fetched || store !== "unchanged" || created !== "unchanged" || state !== "unchanged" || sshConfig === "written";
+    return { vm: vm.name, ip, network: vm.network.name, changes, changed };
+  } finally {
+    release();
+  }
+}
+
+export function describeUp(r: UpReport): string[] {
+  const c = r.changes;
+  const lines = [
+    `network ${r.network}: ${c.network}`,
+    `firewall: ${c.firewall}`,
+    `image: ${c.image}`,
+    `vm ${r.vm}: ${c.vm}, ${c.state}`,
+    `ssh config: ${c.sshConfig}`,
+  ];
+  if (c.store !== "unchanged") lines.push(`config: ${c.store} ${r.vm}`);
+  lines.push(r.changed ? `ready: ${r.vm} at ${r.ip ?? "(dry run)"}; connect with \`ssh ${r.vm}\` or \`aivm vm ssh\`` : `nothing changed: ${r.vm} is already up at ${r.ip}`);
+  return lines;
+}
+
+export function logUp(r: UpReport): void {
+  for (const l of describeUp(r)) log.info(l);
+}
