@@ -2,8 +2,8 @@
 // The TOML library stays behind this file.
 import TOML from "@iarna/toml";
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { existsSync, readdirSync, readFileSync, unlinkSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { hostname } from "node:os";
 import { AivmError, ConfigError, EXIT, UsageError } from "./errors.ts";
 import { writeFileAtomicSync, expandHome } from "./fsutil.ts";
@@ -405,6 +405,18 @@ function currentHash(path: string): string | null {
 export interface SaveOptions {
   dryRun?: boolean;
   print?: (text: string) => void;
+  /** write this text (already parsed to `doc`, e.g. from `config edit`) instead of rendering `doc` */
+  text?: string;
+}
+
+/** Temp files of a save killed half-way (kill -9). Only called under the store lock, so none is in use. */
+function removeStaleTemps(path: string): void {
+  const prefix = `.${basename(path)}.`;
+  let names: string[];
+  try { names = readdirSync(dirname(path)); } catch { return; }
+  for (const n of names) {
+    if (n.startsWith(prefix) && n.endsWith(".tmp")) try { unlinkSync(join(dirname(path), n)); } catch {}
+  }
 }
 
 /**
@@ -414,7 +426,7 @@ export interface SaveOptions {
 export function saveStore(store: Store, doc: StoreDoc, opts: SaveOptions = {}): boolean {
   const problems = validateDoc(doc as Record<string, unknown>);
   if (problems.length) throw new AivmError("config", `refusing to save an invalid config: ${problems[0]!.message}`, EXIT.FAILED);
-  const text = renderToml(doc);
+  const text = opts.text ?? renderToml(doc);
   if (text === store.text) return false;
   if (opts.dryRun) {
     (opts.print ?? ((t: string) => process.stdout.write(t + "\n")))(`cat > ${store.path} <<'AIVM_EOF'\n${text}AIVM_EOF`);
@@ -424,6 +436,7 @@ export function saveStore(store: Store, doc: StoreDoc, opts: SaveOptions = {}): 
     if (currentHash(store.path) !== store.hash) {
       throw new AivmError("config", `${store.path} changed on disk since it was read; nothing was written`, EXIT.FAILED, "re-run the command");
     }
+    removeStaleTemps(store.path);
     writeFileAtomicSync(store.path, text, 0o600);
     store.text = text;
     store.hash = sha(text);
@@ -448,6 +461,7 @@ export function updateStore(path: string, change: (doc: StoreDoc) => StoreDoc | 
     if (problems.length) throw new AivmError("config", `refusing to save an invalid config: ${problems[0]!.message}`, EXIT.FAILED);
     const text = renderToml(next);
     if (text === store.text) return { store, wrote: false };
+    removeStaleTemps(path);
     writeFileAtomicSync(path, text, 0o600);
     Object.assign(store, { text, hash: sha(text), doc: next });
     return { store, wrote: true };

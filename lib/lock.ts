@@ -1,9 +1,32 @@
-// Lock files: O_EXCL create holding our pid; a lock whose pid is dead (kill -9) is stale and taken over.
-import { closeSync, openSync, readFileSync, unlinkSync, writeSync, mkdirSync } from "node:fs";
+// Lock files held with flock(2): the kernel drops the lock when its holder dies (kill -9 included), so a lock
+// left by a killed process is taken over at once, with no pid guessing and no race between two takers.
+// The file itself stays (unlinking a flock file races with waiters); it holds the last holder's pid, for messages.
+// Fallback where flock cannot be loaded: an O_EXCL pid file created with link(2), so it is never seen empty.
+import { closeSync, ftruncateSync, linkSync, mkdirSync, openSync, readFileSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
+import { dlopen, FFIType } from "bun:ffi";
 import { AivmError, EXIT } from "./errors.ts";
 
 const held = new Set<string>();
+
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+
+type FlockFn = (fd: number, op: number) => number;
+let flockFn: FlockFn | null | undefined;
+
+function loadFlock(): FlockFn | null {
+  if (flockFn !== undefined) return flockFn;
+  try {
+    const lib = dlopen(process.platform === "darwin" ? "libc.dylib" : "libc.so.6", {
+      flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+    });
+    flockFn = (fd, op) => lib.symbols.flock(fd, op) as number;
+  } catch {
+    flockFn = null;
+  }
+  return flockFn;
+}
 
 function alive(pid: number): boolean {
   try {
@@ -14,21 +37,43 @@ function alive(pid: number): boolean {
   }
 }
 
-function tryAcquire(path: string): number | null {
+function holderPid(path: string): number | undefined {
   try {
-    const fd = openSync(path, "wx", 0o600);
+    const pid = Number(readFileSync(path, "utf8").trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** flock: returns the open fd when locked, or null when someone else holds it. */
+function tryFlock(path: string, flock: FlockFn): number | null {
+  const fd = openSync(path, "a+", 0o600);
+  if (flock(fd, LOCK_EX | LOCK_NB) === 0) {
+    ftruncateSync(fd, 0);
     writeSync(fd, String(process.pid));
-    closeSync(fd);
-    return null;
+    return fd;
+  }
+  closeSync(fd);
+  return null;
+}
+
+/** pid file: true when created; a file whose pid is dead is removed (then retried). */
+function tryPidFile(path: string): boolean {
+  const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}`;
+  writeFileSync(tmp, String(process.pid), { mode: 0o600 });
+  try {
+    linkSync(tmp, path);
+    return true;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-    let pid = NaN;
-    try { pid = Number(readFileSync(path, "utf8").trim()); } catch { return -1; }
-    if (!Number.isInteger(pid) || pid <= 0 || (!alive(pid) && pid !== process.pid)) {
+    const pid = holderPid(path);
+    if (pid !== undefined && !alive(pid)) {
       try { unlinkSync(path); } catch {}
-      return -1; // stale: retry at once
     }
-    return pid;
+    return false;
+  } finally {
+    try { unlinkSync(tmp); } catch {}
   }
 }
 
@@ -51,22 +96,29 @@ export function acquireLock(path: string, opts: LockOptions = {}): () => void {
     throw new AivmError(opts.what ?? "lock", `${path} is already held by this process`, EXIT.FAILED);
   }
   mkdirSync(dirname(path), { recursive: true });
+  const flock = loadFlock();
   const deadline = Date.now() + (opts.waitMs ?? 10_000);
-  let delay = 5;
+  let delay = 2;
+  let fd: number | null = null;
   for (;;) {
-    const holder = tryAcquire(path);
-    if (holder === null) break;
-    if (holder === -1) continue;
+    if (flock) {
+      fd = tryFlock(path, flock);
+      if (fd !== null) break;
+    } else if (tryPidFile(path)) {
+      break;
+    }
     if (Date.now() >= deadline) {
-      throw new AivmError(opts.what ?? "lock", `another aivm process (pid ${holder}) holds ${path}`, EXIT.FAILED, "wait for it to finish, then re-run");
+      const pid = holderPid(path);
+      throw new AivmError(opts.what ?? "lock", `another aivm process${pid ? ` (pid ${pid})` : ""} holds ${path}`, EXIT.FAILED, "wait for it to finish, then re-run");
     }
     sleepSync(delay + Math.random() * delay);
-    delay = Math.min(delay * 2, 100);
+    delay = Math.min(delay * 2, 50);
   }
   held.add(path);
   return () => {
     held.delete(path);
-    try { unlinkSync(path); } catch {}
+    if (fd !== null) closeSync(fd); // closing drops the flock
+    else try { unlinkSync(path); } catch {}
   };
 }
 

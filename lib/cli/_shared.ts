@@ -4,6 +4,7 @@ import { configPath, loadStore, type Store } from "../config.ts";
 import { realRunner, type Runner } from "../run.ts";
 import { setVerbosity } from "../log.ts";
 import { UsageError } from "../errors.ts";
+import { checkName } from "../validate.ts";
 
 export const globalArgs = {
   config: { type: "string", description: "config file (default: $AIVM_CONFIG or $XDG_CONFIG_HOME/aivm/config.toml)", valueHint: "PATH" },
@@ -33,6 +34,7 @@ export const inject: { runner?: (opts: { dryRun: boolean; yes: boolean }) => Run
 
 export function context(args: Record<string, unknown>, opts: { loadConfig?: boolean } = {}): Ctx {
   setVerbosity({ verbose: !!args.verbose, quiet: !!args.quiet });
+  if (args.vm !== undefined) checkName("VM", String(args.vm));
   const path = configPath(args.config as string | undefined);
   const dryRun = !!args["dry-run"] || !!args.dryRun;
   const yes = !!args.yes;
