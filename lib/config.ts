@@ -394,7 +394,7 @@ export function lintFile(path: string): string[] {
 
 // ---------- save ----------
 
-function lockPath(path: string): string {
+export function lockPath(path: string): string {
   return join(dirname(path), ".aivm-config.lock");
 }
 
@@ -407,6 +407,15 @@ export interface SaveOptions {
   print?: (text: string) => void;
   /** write this text (already parsed to `doc`, e.g. from `config edit`) instead of rendering `doc` */
   text?: string;
+}
+
+/** The text our emitter would write for a stored file (parsed afresh: callers may have mutated store.doc). */
+function canonical(text: string, path: string): string | null {
+  try {
+    return renderToml(parseStore(text, path));
+  } catch {
+    return null;
+  }
 }
 
 /** Temp files of a save killed half-way (kill -9). Only called under the store lock, so none is in use. */
@@ -428,6 +437,8 @@ export function saveStore(store: Store, doc: StoreDoc, opts: SaveOptions = {}): 
   if (problems.length) throw new AivmError("config", `refusing to save an invalid config: ${problems[0]!.message}`, EXIT.FAILED);
   const text = opts.text ?? renderToml(doc);
   if (text === store.text) return false;
+  // unchanged content in another layout (hand-written, comments): nothing to write either
+  if (opts.text === undefined && store.text !== null && text === canonical(store.text, store.path)) return false;
   if (opts.dryRun) {
     (opts.print ?? ((t: string) => process.stdout.write(t + "\n")))(`cat > ${store.path} <<'AIVM_EOF'\n${text}AIVM_EOF`);
     return false;
@@ -460,7 +471,7 @@ export function updateStore(path: string, change: (doc: StoreDoc) => StoreDoc | 
     const problems = validateDoc(next as Record<string, unknown>);
     if (problems.length) throw new AivmError("config", `refusing to save an invalid config: ${problems[0]!.message}`, EXIT.FAILED);
     const text = renderToml(next);
-    if (text === store.text) return { store, wrote: false };
+    if (text === store.text || (store.text !== null && text === renderToml(store.doc))) return { store, wrote: false };
     removeStaleTemps(path);
     writeFileAtomicSync(path, text, 0o600);
     Object.assign(store, { text, hash: sha(text), doc: next });
