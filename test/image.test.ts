@@ -296,6 +296,20 @@ describe("ensureImage with https:// sources (curl scripted: it writes the --outp
     expect(readManifest(f.manifest)?.source).toBe(URL);
   });
 
+  test("with progress (stderr is a terminal) curl draws its bar on the inherited terminal; without it, it is silent", async () => {
+    const bytes = crypto.getRandomValues(new Uint8Array(100));
+    for (const progress of [true, false]) {
+      const seen: { argv: string[]; inherit?: boolean }[] = [];
+      const { runner } = runnerWith((argv, opts) => {
+        if (argv[0] === "curl") seen.push({ argv, inherit: opts.inherit });
+        return curlWrites(bytes)(argv);
+      });
+      await ensureImage(runner, pathsIn(tmp()), { url: URL, sha256: sha(bytes) }, { progress });
+      expect(seen[0]!.inherit).toBe(progress);
+      expect(seen[0]!.argv).toContain(progress ? "--progress-bar" : "-sS");
+    }
+  });
+
   test("an HTTP error (curl exit 22) exits 1 with curl's reason; no .part, nothing promoted", async () => {
     const d = tmp();
     const paths = pathsIn(d);
@@ -560,5 +574,13 @@ describe("aivm image (the CLI, as a subprocess with real cp and qemu-img)", () =
     expect(a.stderr.split("\n")[0]).toBe("aivm: image build: say how to build: --debootstrap is the only builder");
     const b = await aivm(["image", "build", "--debootstrap", "--suite", "../x"], { env: s.env });
     expect(b.exitCode).toBe(2);
+  });
+
+  test("build --debootstrap --dry-run reaches buildDebootstrap with --suite and --mirror, and builds nothing", async () => {
+    const s = setup();
+    const r = await aivm(["image", "build", "--debootstrap", "--dry-run", "--suite", "bookworm", "--mirror", "file:///srv/mirror"], { env: s.env });
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toMatch(/^debootstrap .*bookworm .*file:\/\/\/srv\/mirror/m);
+    expect(existsSync(s.cache)).toBe(false);
   });
 });

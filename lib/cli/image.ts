@@ -22,14 +22,14 @@ const fetchCmd = leaf({
 const build = leaf({
   name: "build",
   description: "build a Debian image offline with debootstrap",
-  args: { ...mutateArgs, debootstrap: { type: "boolean", description: "build with debootstrap" }, suite: { type: "string", description: "Debian suite", default: "bookworm" } },
+  args: { ...mutateArgs, debootstrap: { type: "boolean", description: "build with debootstrap" }, suite: { type: "string", description: "Debian suite", default: "bookworm" }, mirror: { type: "string", description: "Debian mirror URL (default: the host's apt sources)", valueHint: "URL" } },
   run: async ({ args }) => {
     if (!args.debootstrap) throw new UsageError("image build", "say how to build: --debootstrap is the only builder", "aivm image build --debootstrap [--suite bookworm]");
     const suite = String(args.suite ?? "bookworm");
     if (!/^[a-z][a-z0-9-]{0,31}$/.test(suite)) throw new UsageError("image build", `${JSON.stringify(suite)} is not a Debian suite name`);
     const ctx = context(args);
     const { buildDebootstrap } = await import("../image-build.ts");
-    const r = await buildDebootstrap(ctx.runner, resolvePaths(ctx.store.doc), { suite });
+    const r = await buildDebootstrap(ctx.runner, resolvePaths(ctx.store.doc), { suite, ...(args.mirror ? { mirror: String(args.mirror) } : {}) });
     if (ctx.dryRun) return;
     log.info(r.built ? `built ${r.image.sha256.slice(0, 12)}` : `already built: ${r.image.sha256.slice(0, 12)}`);
     out(r.image.path);
