@@ -519,6 +519,23 @@ describe("aivm image (the CLI, as a subprocess with real cp and qemu-img)", () =
     expect(r2).toMatchObject({ exitCode: 0, stdout: `${s.img}\n` });
   });
 
+  test("fetch --vm NAME fetches that VM's own image; a bad sha256 in the config exits 78 and touches nothing", async () => {
+    const s = setup();
+    const own = rawFixture(s.env.HOME!, "own.raw");
+    const cfg = join(s.env.XDG_CONFIG_HOME!, "aivm", "config.toml");
+    writeFileSync(cfg, `[[networks]]\nname = "n1"\nsubnet = "10.91.0.0/24"\n\n[[vms]]\nname = "a"\nnetwork = "n1"\n\n[[vms]]\nname = "b"\nnetwork = "n1"\n[vms.image]\nurl = "${own.url}"\nsha256 = "${own.sha256}"\n`);
+    const r = await aivm(["image", "fetch", "--vm", "b"], { env: s.env });
+    expect(r).toMatchObject({ exitCode: 0, stdout: `${join(s.cache, own.sha256)}.img\n` });
+    const unknown = await aivm(["image", "fetch", "--vm", "zz"], { env: s.env });
+    expect(unknown.exitCode).toBe(2);
+    const before = snapshot(s.cache);
+    writeFileSync(cfg, `[defaults.image]\nurl = "${s.fx.url}"\nsha256 = "${s.fx.sha256.toUpperCase()}"\n`);
+    const bad = await aivm(["image", "fetch"], { env: s.env });
+    expect(bad.exitCode).toBe(78);
+    expect(bad.stderr.split("\n")[0]).toContain("config.toml:3:1: defaults.image.sha256:");
+    expect(snapshot(s.cache)).toEqual(before);
+  });
+
   test("fetch --dry-run prints the commands on stdout and writes nothing", async () => {
     const s = setup();
     const r = await aivm(["image", "fetch", "--dry-run"], { env: s.env });
