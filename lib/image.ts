@@ -154,7 +154,7 @@ export async function ensureImage(runner: Runner, paths: Paths, image: Image, op
   }
 
   await runner.exec(["mkdir", "-p", paths.imageCache], { what: "image cache" });
-  const release = lockImage(f.lock, sha, opts.lockWaitMs ?? 3 * 60 * 60 * 1000);
+  const release = await lockImage(f.lock, sha, opts.lockWaitMs ?? 3 * 60 * 60 * 1000);
   try {
     const again = cachedImage(paths, sha);
     if (again) return { image: again, fetched: false };
@@ -192,13 +192,19 @@ export async function ensureImage(runner: Runner, paths: Paths, image: Image, op
   }
 }
 
-function lockImage(lock: string, sha: string, waitMs: number): () => void {
-  try {
-    return acquireLock(lock, { waitMs: 0, what: "image fetch" });
-  } catch (e) {
-    if (!(e instanceof AivmError) || /held by this process/.test(e.why)) throw e;
-    log.info(`another aivm process is fetching ${sha.slice(0, 12)}; waiting for it`);
-    return acquireLock(lock, { waitMs, what: "image fetch" });
+/** The per-image lock. Waits in small async sleeps (not one blocking wait), so Ctrl-C still works while another fetch runs. */
+async function lockImage(lock: string, sha: string, waitMs: number): Promise<() => void> {
+  const deadline = Date.now() + waitMs;
+  let said = false;
+  for (;;) {
+    try {
+      return acquireLock(lock, { waitMs: 0, what: "image fetch" });
+    } catch (e) {
+      if (!(e instanceof AivmError) || /held by this process/.test(e.why) || Date.now() >= deadline) throw e;
+    }
+    if (!said) log.info(`another aivm process is fetching ${sha.slice(0, 12)}; waiting for it`);
+    said = true;
+    await Bun.sleep(250);
   }
 }
 

@@ -249,6 +249,24 @@ describe("ensureImage with file:// sources", () => {
     expect(backend.calls).toEqual([]);
   });
 
+  test("while another process holds the image's lock: a short wait fails with one line, a longer wait succeeds after it", async () => {
+    const d = tmp();
+    const fx = rawFixture(d);
+    const paths = pathsIn(d);
+    const lock = imageFiles(paths.imageCache, fx.sha256).lock;
+    const script = join(d, "hold.ts");
+    writeFileSync(script, `import { acquireLock } from ${JSON.stringify(join(ROOT, "lib/lock.ts"))};\nacquireLock(${JSON.stringify(lock)}, { waitMs: 0 });\nprocess.stdout.write("locked\\n");\nawait Bun.sleep(1500);\n`);
+    const holder = Bun.spawn([BUN, script], { cwd: ROOT, stdout: "pipe", stderr: "inherit" });
+    const reader = holder.stdout.getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toBe("locked\n");
+    const e = await failure(ensureImage(runnerWith().runner, paths, { url: fx.url, sha256: fx.sha256 }, { progress: false, lockWaitMs: 100 }));
+    expect(e.exitCode).toBe(1);
+    expect(e.why).toContain(`another aivm process (pid ${holder.pid}) holds ${lock}`);
+    const r = await ensureImage(runnerWith().runner, paths, { url: fx.url, sha256: fx.sha256 }, { progress: false, lockWaitMs: 10_000 });
+    expect(r.fetched).toBe(true);
+    expect(await holder.exited).toBe(0);
+  });
+
   test("two processes fetching the same image at once: one copies, the other waits and reuses it; the cache is sound", async () => {
     const d = tmp();
     const fx = rawFixture(d, "base.raw", 4 * 1024 * 1024);
