@@ -116,8 +116,10 @@ export function sshKeygenArgv(path: string, host = hostname()): string[] {
 
 /** ~/x for paths under home (the store stays portable across users' home paths). */
 export function tildePath(p: string, home: string): string {
-  if (p === home) return "~";
-  return p.startsWith(home.replace(/\/+$/, "") + "/") ? "~/" + p.slice(home.replace(/\/+$/, "").length + 1) : p;
+  const h = home.replace(/\/+$/, "");
+  if (!h) return p;
+  if (p === h) return "~";
+  return p.startsWith(h + "/") ? "~/" + p.slice(h.length + 1) : p;
 }
 
 // ---------- the whole detection ----------
