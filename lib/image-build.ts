@@ -104,6 +104,10 @@ export function rootfsFiles(): Record<string, string> {
       "# written by aivm image build: only the NoCloud seed (a virtio disk labelled cidata), never a network metadata service",
       "datasource_list: [ NoCloud, None ]",
       // the root filesystem is the whole disk (no partition table): nothing to grow, resizefs still grows the fs
+      // minbase has no `locales`: update-locale refuses the default en_US.UTF-8; C.UTF-8 is built into libc
+      "locale: C.UTF-8",
+      // sudo resolves the hostname cloud-init sets
+      "manage_etc_hosts: true",
       "growpart:",
       "  mode: \"off\"",
       "",
