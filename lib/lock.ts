@@ -15,7 +15,11 @@ const LOCK_NB = 4;
 type FlockFn = (fd: number, op: number) => number;
 let flockFn: FlockFn | null | undefined;
 
+/** For tests: force the pid-file fallback. */
+export const lockInternals = { noFlock: false };
+
 function loadFlock(): FlockFn | null {
+  if (lockInternals.noFlock) return null;
   if (flockFn !== undefined) return flockFn;
   try {
     const lib = dlopen(process.platform === "darwin" ? "libc.dylib" : "libc.so.6", {
@@ -58,20 +62,21 @@ function tryFlock(path: string, flock: FlockFn): number | null {
   return null;
 }
 
-/** pid file: true when created; a file whose pid is dead is removed (then retried). */
-function tryPidFile(path: string): boolean {
+/** pid file: "ok" when created; a file whose pid is dead is removed ("stale": retry at once). */
+function tryPidFile(path: string): "ok" | "stale" | "held" {
   const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}`;
   writeFileSync(tmp, String(process.pid), { mode: 0o600 });
   try {
     linkSync(tmp, path);
-    return true;
+    return "ok";
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
     const pid = holderPid(path);
     if (pid !== undefined && !alive(pid)) {
       try { unlinkSync(path); } catch {}
+      return "stale";
     }
-    return false;
+    return "held";
   } finally {
     try { unlinkSync(tmp); } catch {}
   }
@@ -104,8 +109,10 @@ export function acquireLock(path: string, opts: LockOptions = {}): () => void {
     if (flock) {
       fd = tryFlock(path, flock);
       if (fd !== null) break;
-    } else if (tryPidFile(path)) {
-      break;
+    } else {
+      const r = tryPidFile(path);
+      if (r === "ok") break;
+      if (r === "stale") continue;
     }
     if (Date.now() >= deadline) {
       const pid = holderPid(path);

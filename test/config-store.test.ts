@@ -189,3 +189,25 @@ describe("saveStore", () => {
     expect(printed.join("\n")).toContain("[defaults.vm]\ncpus = 1\n");
   });
 });
+
+describe("lock without flock (pid-file fallback)", () => {
+  test("acquire, block, release; a dead holder's pid file is taken over", async () => {
+    const { lockInternals } = await import("../lib/lock.ts");
+    lockInternals.noFlock = true;
+    try {
+      const p = join(tmp(), "x.lock");
+      const release = acquireLock(p);
+      expect(readFileSync(p, "utf8")).toBe(String(process.pid));
+      release();
+      expect(existsSync(p)).toBe(false);
+      const dead = Bun.spawn(["true"]);
+      await dead.exited;
+      writeFileSync(p, String(dead.pid));
+      acquireLock(p, { waitMs: 0 })();
+      writeFileSync(p, "1"); // init: alive
+      expect(() => acquireLock(p, { waitMs: 50 })).toThrow(/pid 1/);
+    } finally {
+      lockInternals.noFlock = false;
+    }
+  });
+});
