@@ -405,7 +405,8 @@ export async function deleteVm(runner: Runner, vm: Vm): Promise<"deleted" | "abs
   const f = vmFiles(vm);
   const state = await domainState(runner, uri, vm.name);
   const hasDir = existsSync(f.dir);
-  if (state === "absent" && !hasDir) {
+  // a directory holding only the lock file (taken by this very command) is no VM
+  if (state === "absent" && (!hasDir || isFreshDir(realHost, f))) {
     log.info(`${vm.name} does not exist; nothing to delete`);
     return "absent";
   }
