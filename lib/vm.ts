@@ -80,8 +80,8 @@ function firstUntraversable(path: string): string | null {
   for (;;) {
     try {
       if ((statSync(d).mode & 0o001) === 0) return d;
-    } catch {
-      return null;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") return null; // not there yet: its parents decide
     }
     if (d === "/") return null;
     d = dirname(d);
@@ -234,9 +234,13 @@ export async function ensureVm(runner: Runner, vm: Vm, host: HostFacts = realHos
   if (uuid) log.warn(`domain ${vm.name} exists but its directory is incomplete (missing ${missing.map((p) => relative(f.dir, p)).join(", ")}): rebuilding and redefining it`);
   else if (!isFreshDir(host, f)) log.warn(`${f.dir} exists but libvirt has no domain ${vm.name}: reusing the files there and defining it`);
   if (uri === "qemu:///system") {
+    const seen = new Set<string>();
     for (const p of [f.disk, image.path]) {
       const blocked = host.untraversable(p);
-      if (blocked) log.warn(`${blocked} is not searchable by other users: libvirt's qemu user may not reach ${p} (chmod o+x ${blocked})`);
+      if (blocked && !seen.has(blocked)) {
+        seen.add(blocked);
+        log.warn(`${blocked} is not searchable by other users: libvirt's qemu user may not reach ${p} (chmod o+x ${blocked})`);
+      }
     }
   }
 
