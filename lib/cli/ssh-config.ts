@@ -1,8 +1,53 @@
-import { group, pending } from "./command.ts";
-import { globalArgs, mutateArgs, vmArg } from "./_shared.ts";
+import { group, leaf } from "./command.ts";
+import { context, globalArgs, mutateArgs, vmArg } from "./_shared.ts";
+import { resolveVm, type Vm } from "../config.ts";
+import { AivmError, EXIT } from "../errors.ts";
+import { log, out } from "../log.ts";
+import { defaultSshConfigFile, ipFile, knownIp, removeSshConfig, renderSshBlock, upsertSshConfig } from "../ssh-config.ts";
+import { checkName } from "../validate.ts";
+
+function target(args: Record<string, any>) {
+  if (args.vm !== undefined) checkName("VM", String(args.vm));
+  const ctx = context(args);
+  return { ctx, vm: resolveVm(ctx.store.doc, args.vm as string | undefined) };
+}
+
+function ipOf(vm: Vm): string {
+  const ip = knownIp(vm);
+  if (!ip) throw new AivmError(`ssh-config ${vm.name}`, `no IP known yet (${ipFile(vm)} is missing): run aivm vm wait`, EXIT.FAILED);
+  return ip;
+}
 
 export default group("ssh-config", "the managed block in ~/.ssh/config", {
-  print: pending("ssh-config print", "print the VM's Host block", { ...globalArgs, ...vmArg }),
-  upsert: pending("ssh-config upsert", "write the block into ~/.ssh/config", { ...mutateArgs, ...vmArg }),
-  remove: pending("ssh-config remove", "remove the block from ~/.ssh/config", { ...mutateArgs, ...vmArg }),
+  print: leaf({
+    name: "print",
+    description: "print the VM's Host block",
+    args: { ...globalArgs, ...vmArg },
+    run: ({ args }) => {
+      const { vm } = target(args);
+      out(renderSshBlock(vm, ipOf(vm)));
+    },
+  }),
+  upsert: leaf({
+    name: "upsert",
+    description: "write the block into ~/.ssh/config (asks first unless --yes; unchanged: writes nothing)",
+    args: { ...mutateArgs, ...vmArg },
+    run: async ({ args }) => {
+      const { ctx, vm } = target(args);
+      const file = defaultSshConfigFile();
+      const r = await upsertSshConfig(ctx.runner, vm, ipOf(vm), file);
+      if (!ctx.dryRun) log.info(r === "unchanged" ? `${file}: the ${vm.name} block is current, nothing changed` : `${file}: ${vm.name} block written`);
+    },
+  }),
+  remove: leaf({
+    name: "remove",
+    description: "remove the block from ~/.ssh/config",
+    args: { ...mutateArgs, ...vmArg },
+    run: async ({ args }) => {
+      const { ctx, vm } = target(args);
+      const file = defaultSshConfigFile();
+      const r = await removeSshConfig(ctx.runner, vm, file);
+      if (!ctx.dryRun) log.info(r === "unchanged" ? `${file}: no ${vm.name} block, nothing changed` : `${file}: ${vm.name} block removed`);
+    },
+  }),
 });
