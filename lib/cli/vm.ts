@@ -1,21 +1,261 @@
-import { group, pending } from "./command.ts";
-import { globalArgs, readArgs, mutateArgs, vmArg } from "./_shared.ts";
+import { existsSync, readdirSync, readFileSync, rmdirSync, unlinkSync } from "node:fs";
+import { group, leaf, pending } from "./command.ts";
+import { afterDashDash, context, globalArgs, readArgs, mutateArgs, vmArg, type Ctx } from "./_shared.ts";
+import { recordVm, resolveVm, updateStore, vmNames, type Vm } from "../config.ts";
+import { AivmError, EXIT, PassThroughExit, UsageError } from "../errors.ts";
+import { acquireLock } from "../lock.ts";
+import { log, out, outJson } from "../log.ts";
+import { chooseAccel, probeAccel } from "../accel.ts";
+import { renderDomainXml } from "../domain.ts";
+import { applyFirewall } from "../fw.ts";
+import { cachedImage } from "../image.ts";
+import { sshArgv } from "../ssh-config.ts";
+import {
+  deleteVm, domainState, ensureVm, planDomain, PLACEHOLDER_HOST_KEY, realHost, seedDocuments, startVm, stopVm,
+  vmDirProblem, vmFiles, vmIp, vmStatus, waitVm,
+} from "../vm.ts";
+
 const m = { ...mutateArgs, ...vmArg } as const;
 const r = { ...readArgs, ...vmArg } as const;
+const PARTS = ["user-data", "meta-data", "network-config"] as const;
+
+function target(args: Record<string, any>): { ctx: Ctx; vm: Vm } {
+  const ctx = context(args);
+  return { ctx, vm: resolveVm(ctx.store.doc, args.vm as string | undefined) };
+}
+
+/**
+ * The per-VM lock around a mutating command: a second concurrent operation on the same VM fails at once.
+ * Taking the lock creates vm.dir; when the command leaves it holding only the lock file, it is removed again.
+ */
+async function withVmLock<T>(vm: Vm, fn: () => Promise<T>): Promise<T> {
+  const problem = vmDirProblem(vm);
+  if (problem) throw new AivmError(`vm ${vm.name}`, `refusing to touch the VM directory: ${problem}`);
+  const f = vmFiles(vm);
+  const existed = existsSync(f.dir);
+  const release = acquireLock(f.lock, { waitMs: 0, what: `vm ${vm.name}`, reentrant: true });
+  try {
+    return await fn();
+  } finally {
+    release();
+    if (!existed) {
+      try {
+        if (readdirSync(f.dir).every((e) => e === ".lock")) {
+          try { unlinkSync(f.lock); } catch {}
+          rmdirSync(f.dir);
+        }
+      } catch {}
+    }
+  }
+}
+
+/** A VM synthesized from [defaults] is recorded in [[vms]] once it exists. */
+function record(ctx: Ctx, vm: Vm): void {
+  if (vm.recorded) return;
+  const { wrote } = updateStore(ctx.configPath, (d) => recordVm(d, vm), { dryRun: ctx.dryRun });
+  if (wrote) log.info(`recorded ${vm.name} in ${ctx.configPath}`);
+}
+
+async function up(ctx: Ctx, vm: Vm): Promise<void> {
+  const fw = await applyFirewall(ctx.runner, vm.network);
+  if (fw === "applied" && !ctx.dryRun) log.info(`firewall for ${vm.network.name}: applied`);
+  const s = await startVm(ctx.runner, vm);
+  record(ctx, vm);
+  if (!ctx.dryRun) log.info(s === "unchanged" ? `${vm.name} is already running; nothing changed` : `${vm.name}: ${s}`);
+}
+
+async function down(ctx: Ctx, vm: Vm): Promise<void> {
+  const s = await stopVm(ctx.runner, vm);
+  if (!ctx.dryRun) log.info(s === "unchanged" ? `${vm.name} is not running; nothing changed` : s === "forced" ? `${vm.name}: forced off` : `${vm.name}: shut down`);
+}
+
+/** Why a running VM has no address we can use, as an error. */
+async function noIp(ctx: Ctx, vm: Vm): Promise<never> {
+  const s = await domainState(ctx.runner, vm.paths.libvirtUri, vm.name);
+  if (s === "absent") throw new AivmError(`vm ${vm.name}`, "not created: run aivm vm create");
+  if (s !== "running") throw new AivmError(`vm ${vm.name}`, `the VM is ${s}, so it has no IP address`, EXIT.FAILED, "start it with `aivm vm up`");
+  throw new AivmError(`vm ${vm.name}`, "no IP address yet (no DHCP lease)", EXIT.FAILED, "wait for it with `aivm vm ip --wait` or `aivm vm wait`");
+}
+
+function timeoutArg(v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 86400) throw new UsageError("--timeout", `${JSON.stringify(v)} is not a whole number of seconds from 1 to 86400`);
+  return n;
+}
 
 export default group("vm", "VM lifecycle", {
-  create: pending("vm create", "create the VM's disk, seed and domain", m),
-  up: pending("vm up", "start or resume the VM", m),
-  down: pending("vm down", "ACPI shutdown, force off after the timeout", m),
-  restart: pending("vm restart", "down then up", m),
-  delete: pending("vm delete", "remove the domain and the VM's own directory", m),
-  list: pending("vm list", "VMs and their state", readArgs),
-  status: pending("vm status", "the VM's state", r),
-  ip: pending("vm ip", "print the VM's IPv4 address", r),
-  wait: pending("vm wait", "wait for IP, SSH and cloud-init", r),
-  ssh: pending("vm ssh", "ssh into the VM [-- CMD...]", { ...globalArgs, ...vmArg }),
-  xml: pending("vm xml", "print the domain XML", { ...globalArgs, ...vmArg }),
-  "cloud-init": pending("vm cloud-init", "print a cloud-init document", { ...globalArgs, ...vmArg, part: { type: "string", description: "user-data | meta-data | network-config", default: "user-data" } }),
-  "console-log": pending("vm console-log", "print the serial console log", { ...globalArgs, ...vmArg }),
+  create: leaf({
+    name: "create",
+    description: "create the VM's disk, seed and domain",
+    args: m,
+    run: async ({ args }) => {
+      const { ctx, vm } = target(args);
+      await withVmLock(vm, async () => {
+        const s = await ensureVm(ctx.runner, vm);
+        record(ctx, vm);
+        if (!ctx.dryRun) log.info(s === "unchanged" ? `${vm.name} already exists; nothing changed` : `${vm.name}: created in ${vm.dir}`);
+      });
+    },
+  }),
+  up: leaf({
+    name: "up",
+    description: "re-apply the firewall, then start or resume the VM",
+    args: m,
+    run: async ({ args }) => {
+      const { ctx, vm } = target(args);
+      await withVmLock(vm, () => up(ctx, vm));
+    },
+  }),
+  down: leaf({
+    name: "down",
+    description: "ACPI shutdown, force off after the timeout",
+    args: m,
+    run: async ({ args }) => {
+      const { ctx, vm } = target(args);
+      await withVmLock(vm, () => down(ctx, vm));
+    },
+  }),
+  restart: leaf({
+    name: "restart",
+    description: "down then up",
+    args: m,
+    run: async ({ args }) => {
+      const { ctx, vm } = target(args);
+      await withVmLock(vm, async () => {
+        await down(ctx, vm);
+        await up(ctx, vm);
+      });
+    },
+  }),
+  delete: leaf({
+    name: "delete",
+    description: "remove the domain and the VM's own directory",
+    args: m,
+    run: async ({ args }) => {
+      const { ctx, vm } = target(args);
+      await withVmLock(vm, async () => {
+        const s = await deleteVm(ctx.runner, vm);
+        if (s === "deleted" && !ctx.dryRun) log.info(`${vm.name}: deleted (domain and ${vm.dir})`);
+      });
+    },
+  }),
+  list: leaf({
+    name: "list",
+    description: "VMs and their state",
+    args: readArgs,
+    run: async ({ args }) => {
+      const ctx = context(args);
+      const rows = [];
+      for (const n of vmNames(ctx.store.doc)) rows.push(await vmStatus(ctx.runner, resolveVm(ctx.store.doc, n)));
+      if (ctx.json) return outJson(rows);
+      out(rows.map((s) => `${s.name}\t${s.state}\t${s.network}\t${s.ip ?? "-"}`).join("\n"));
+    },
+  }),
+  status: leaf({
+    name: "status",
+    description: "the VM's state",
+    args: r,
+    run: async ({ args }) => {
+      const { ctx, vm } = target(args);
+      const s = await vmStatus(ctx.runner, vm);
+      const image = cachedImage(vm.paths, vm.image.sha256);
+      const full = {
+        ...s, dir: vm.dir, accel: vm.accel, cpus: vm.cpus, memoryMib: vm.memoryMib, diskGib: vm.diskGib,
+        image: { sha256: vm.image.sha256, cached: !!image }, recorded: vm.recorded,
+      };
+      if (ctx.json) return outJson(full);
+      out([
+        `name: ${s.name}`, `state: ${s.state}`, `network: ${s.network}`, `ip: ${s.ip ?? "-"}`, `dir: ${vm.dir}`,
+        `cpus: ${vm.cpus}`, `memory: ${vm.memoryMib} MiB`, `disk: ${vm.diskGib} GiB`, `accel: ${vm.accel}`,
+        `image: ${vm.image.sha256.slice(0, 12)} (${image ? "cached" : "not cached"})`,
+      ].join("\n"));
+    },
+  }),
+  ip: leaf({
+    name: "ip",
+    description: "print the VM's IPv4 address",
+    args: { ...r, wait: { type: "boolean", description: "wait for the DHCP lease (up to wait_timeout_s)" } },
+    run: async ({ args }) => {
+      const { ctx, vm } = target(args);
+      const ip = args.wait ? (await waitVm(ctx.runner, vm, { until: "ip" })).ip : await vmIp(ctx.runner, vm);
+      if (!ip) await noIp(ctx, vm);
+      out(ip!);
+    },
+  }),
+  wait: leaf({
+    name: "wait",
+    description: "wait for IP, SSH and cloud-init; prints the IP",
+    args: { ...r, timeout: { type: "string", description: "seconds (default: wait_timeout_s)", valueHint: "S" } },
+    run: async ({ args }) => {
+      const timeoutS = timeoutArg(args.timeout);
+      const { ctx, vm } = target(args);
+      const { ip } = await waitVm(ctx.runner, vm, { timeoutS });
+      out(ip);
+    },
+  }),
+  ssh: leaf({
+    name: "ssh",
+    description: "ssh into the VM [-- CMD...] (the remote exit code is passed through)",
+    args: { ...globalArgs, ...vmArg },
+    run: async ({ args, rawArgs }) => {
+      const { ctx, vm } = target(args);
+      const command = afterDashDash(rawArgs);
+      const ip = (await vmIp(ctx.runner, vm)) ?? (await noIp(ctx, vm));
+      const argv = sshArgv(vm, ip, command.length ? { command } : { tty: true });
+      const res = await ctx.runner.exec(argv, { inherit: true, nothrow: true });
+      if (res.exitCode !== 0) throw new PassThroughExit(res.exitCode);
+    },
+  }),
+  xml: leaf({
+    name: "xml",
+    description: "print the domain XML (no libvirtd needed)",
+    args: { ...globalArgs, ...vmArg },
+    run: ({ args }) => {
+      const { vm } = target(args);
+      const type = chooseAccel(vm.accel, probeAccel());
+      out(renderDomainXml(planDomain(vm, { type, image: cachedImage(vm.paths, vm.image.sha256), exists: realHost.exists })));
+    },
+  }),
+  "cloud-init": leaf({
+    name: "cloud-init",
+    description: "print a cloud-init document (a placeholder stands in for a host key not generated yet)",
+    args: { ...globalArgs, ...vmArg, part: { type: "string", description: "user-data | meta-data | network-config", default: "user-data" } },
+    run: ({ args }) => {
+      const part = String(args.part ?? "user-data");
+      if (!(PARTS as readonly string[]).includes(part)) throw new UsageError("--part", `${JSON.stringify(part)} is not one of ${PARTS.join(", ")}`);
+      const { vm } = target(args);
+      const f = vmFiles(vm);
+      const read = (p: string) => (existsSync(p) ? readFileSync(p, "utf8") : null);
+      const priv = read(f.hostKey);
+      const pub = read(f.hostKeyPub);
+      const authorizedKey = read(vm.paths.sshPubkey);
+      if (!(priv && pub) && part !== "network-config") log.warn(`${vm.name} has no host key yet (\`aivm vm create\` generates it): this preview shows a placeholder in its place`);
+      if (!authorizedKey && part === "user-data") log.warn(`no SSH public key at ${vm.paths.sshPubkey}: this preview shows a placeholder in its place`);
+      const docs = seedDocuments(vm, {
+        authorizedKey: authorizedKey ?? "ssh-ed25519 PLACEHOLDER-your-key",
+        hostKey: priv && pub ? { privateKey: priv, publicKey: pub.trim() } : PLACEHOLDER_HOST_KEY,
+      });
+      out(docs[part as (typeof PARTS)[number]]);
+    },
+  }),
+  "console-log": leaf({
+    name: "console-log",
+    description: "print the serial console log",
+    args: { ...globalArgs, ...vmArg },
+    run: ({ args }) => {
+      const { vm } = target(args);
+      const path = vmFiles(vm).consoleLog;
+      let text: string;
+      try {
+        text = readFileSync(path, "utf8");
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === "ENOENT") throw new AivmError(`vm console-log ${vm.name}`, `no console log at ${path}`, EXIT.FAILED, "it appears when the VM first starts: `aivm vm up`");
+        throw new AivmError(`vm console-log ${vm.name}`, `cannot read ${path}: ${code ?? (e as Error).message}`, EXIT.FAILED, code === "EACCES" ? "libvirt writes it as root: re-run with sudo" : undefined);
+      }
+      out(text);
+    },
+  }),
   update: pending("vm update", "apply config drift to the VM", { ...m, restart: { type: "string", description: "auto | always | never", default: "auto" } }),
 });

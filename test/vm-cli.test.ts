@@ -1,0 +1,295 @@
+// `aivm vm ...` through the dispatcher with an injected fake runner.
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { main } from "../bin/aivm.ts";
+import { inject } from "../lib/cli/_shared.ts";
+import { loadStore, resolveVm } from "../lib/config.ts";
+import { macAddress } from "../lib/domain.ts";
+import { EXIT } from "../lib/errors.ts";
+import { renderRuleset } from "../lib/fw.ts";
+import { Runner } from "../lib/run.ts";
+import { vmFiles } from "../lib/vm.ts";
+import { BUN, ROOT } from "./helpers/cli.ts";
+import { FakeBackend } from "./helpers/fake-runner.ts";
+
+const URI = "qemu:///system";
+const V = ["virsh", "-q", "-c", URI];
+const SHA = "b".repeat(64);
+const NO_DOMAIN = { exitCode: 1, stderr: "error: failed to get domain 'box'\n" };
+
+let root: string;
+let cfg: string;
+let fake: FakeBackend;
+let printed: string[];
+
+function config(extra = ""): string {
+  return [
+    `[defaults.vm]`, `name = "box"`, `accel = "tcg"`, `wait_timeout_s = 10`, ``,
+    `[defaults.image]`, `url = "file:///base.qcow2"`, `sha256 = "${SHA}"`, ``,
+    `[defaults.paths]`, `vm_root = "${join(root, "vms")}"`, `image_cache = "${join(root, "images")}"`, `ssh_identity = "${join(root, "id")}"`, `libvirt_uri = "${URI}"`, ``,
+    extra,
+  ].join("\n");
+}
+
+beforeEach(() => {
+  root = mkdtempSync(join(tmpdir(), "aivm-vmcli-"));
+  mkdirSync(join(root, "images"), { recursive: true });
+  writeFileSync(join(root, "images", `${SHA}.img`), "");
+  writeFileSync(join(root, "images", `${SHA}.json`), JSON.stringify({ sha256: SHA, format: "qcow2", source: "file:///base.qcow2", created: "2026-01-01T00:00:00Z" }));
+  writeFileSync(join(root, "id.pub"), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJd8bA4GkOQ6+9W1fU8vU1mC2o8m9uF3oVb2Q8x6oYy user@host\n");
+  cfg = join(root, "config.toml");
+  writeFileSync(cfg, config());
+  fake = new FakeBackend();
+  printed = [];
+  inject.runner = ({ dryRun, yes }) => new Runner(fake, { isRoot: true, interactive: false, dryRun, yes, print: (t) => printed.push(t) });
+});
+afterEach(() => { delete inject.runner; });
+
+const vm = () => resolveVm(loadStore(cfg).doc);
+
+async function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const o = process.stdout.write.bind(process.stdout);
+  const e = process.stderr.write.bind(process.stderr);
+  let stdout = "";
+  let stderr = "";
+  process.stdout.write = ((s: string) => { stdout += s; return true; }) as typeof process.stdout.write;
+  process.stderr.write = ((s: string) => { stderr += s; return true; }) as typeof process.stderr.write;
+  try {
+    const i = argv.indexOf("--");
+    const args = i < 0 ? [...argv, "--config", cfg] : [...argv.slice(0, i), "--config", cfg, ...argv.slice(i)];
+    return { code: await main(args), stdout, stderr };
+  } finally {
+    process.stdout.write = o;
+    process.stderr.write = e;
+    process.exitCode = 0;
+  }
+}
+
+/** The real tools' effects on disk, for a create. */
+function scriptCreate() {
+  const f = vmFiles(vm());
+  fake.on([...V, "domuuid", "box"], NO_DOMAIN);
+  fake.on(["install", "-d"], (a) => { mkdirSync(a.at(-1)!, { recursive: true }); return {}; });
+  fake.on(["qemu-img", "create"], {});
+  fake.on(["ssh-keygen", "-q"], () => {
+    writeFileSync(f.hostKey, "-----BEGIN OPENSSH PRIVATE KEY-----\nK\n-----END OPENSSH PRIVATE KEY-----\n");
+    writeFileSync(f.hostKeyPub, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyHostKeyHostKeyHostKeyHostKeyHostKey12 box\n");
+    return {};
+  });
+  fake.on((a) => a.includes(f.seed), {});
+  fake.on([...V, "define", "/dev/stdin"], {});
+  onDisk();
+}
+
+/** Files written and removed through the Runner really land on (and leave) the disk. */
+function onDisk() {
+  fake.writeFile = async (path, content, mode) => {
+    fake.calls.push({ kind: "write", path, content, mode });
+    mkdirSync(join(path, ".."), { recursive: true });
+    writeFileSync(path, content);
+  };
+  fake.remove = async (path) => {
+    fake.calls.push({ kind: "remove", path });
+    rmSync(path, { recursive: true, force: true });
+  };
+}
+
+const ssh = (a: string[]) => a[0] === "ssh";
+const lease = (ip: string) => ({ stdout: `2026-03-01 12:00:00  ${macAddress("box")}  ipv4  ${ip}/24  box  -\n` });
+
+describe("aivm vm", () => {
+  test("xml: the domain for the resolved VM, without libvirt", async () => {
+    const r = await run("vm", "xml");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("<name>box</name>");
+    expect(r.stdout).toContain(`<source file='${join(root, "vms", "box", "disk.qcow2")}'/>`);
+    expect(r.stdout).toContain("type='qemu'");
+    expect(fake.calls).toEqual([]);
+  });
+
+  test("cloud-init before create: a placeholder host key, said on stderr; a bad --part is exit 2", async () => {
+    const r = await run("vm", "cloud-init", "--part", "user-data");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toStartWith("#cloud-config");
+    expect(r.stdout).toContain("PLACEHOLDER");
+    expect(r.stderr).toContain("no host key yet");
+    const n = await run("vm", "cloud-init", "--part", "network-config");
+    expect(n.code).toBe(0);
+    expect(n.stderr).toBe("");
+    expect((await run("vm", "cloud-init", "--part", "vendor-data")).code).toBe(EXIT.USAGE);
+    expect(fake.calls).toEqual([]);
+  });
+
+  test("create --dry-run prints the plan and changes nothing (no dir, no config write)", async () => {
+    scriptCreate();
+    const before = readFileSync(cfg, "utf8");
+    const r = await run("vm", "create", "--dry-run");
+    expect(r.code).toBe(0);
+    const text = printed.join("\n");
+    expect(text).toContain("qemu-img create -q -f qcow2 -F qcow2 -b");
+    expect(text).toContain("# step: Define VM box");
+    expect(fake.commands()).toEqual([`${V.join(" ")} domuuid box`]);
+    expect(existsSync(join(root, "vms", "box"))).toBe(false);
+    expect(readFileSync(cfg, "utf8")).toBe(before);
+  });
+
+  test("create --yes builds the VM and records it in the store; a second create changes nothing", async () => {
+    scriptCreate();
+    const r = await run("vm", "create", "--yes");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe("");
+    expect(fake.commands().some((c) => c.includes("define /dev/stdin"))).toBe(true);
+    expect(loadStore(cfg).doc.vms?.map((v) => v.name)).toEqual(["box"]);
+    fake.on([...V, "domuuid", "box"], { stdout: "0b3c1c1e-0000-4000-8000-000000000001\n" });
+    for (const p of [vmFiles(vm()).disk, vmFiles(vm()).seed]) writeFileSync(p, "");
+    fake.calls.length = 0;
+    const again = await run("vm", "create", "--yes");
+    expect(again.code).toBe(0);
+    expect(again.stderr).toContain("nothing changed");
+    expect(fake.commands()).toEqual([`${V.join(" ")} domuuid box`]);
+  });
+
+  test("create without --yes and no terminal: exit 2, nothing left behind", async () => {
+    scriptCreate();
+    const r = await run("vm", "create");
+    expect(r.code).toBe(EXIT.USAGE);
+    expect(r.stderr).toContain("--yes");
+    expect(existsSync(join(root, "vms", "box"))).toBe(false);
+  });
+
+  test("up re-applies the firewall before starting", async () => {
+    fake.on(["nft", "list", "table"], { exitCode: 1, stderr: "Error: No such file or directory\n" });
+    fake.on(["nft", "-f", "-"], {});
+    fake.on([...V, "domstate", "box"], { stdout: "shut off\n" });
+    fake.on([...V, "start", "box"], {});
+    const r = await run("vm", "up", "--yes");
+    expect(r.code).toBe(0);
+    const cmds = fake.commands();
+    expect(cmds.indexOf("nft -f -")).toBeLessThan(cmds.indexOf(`${V.join(" ")} start box`));
+    expect(fake.calls.find((c) => c.argv?.join(" ") === "nft -f -")!.input).toBe(renderRuleset(vm().network));
+  });
+
+  test("up of a VM that was never created: exit 1 pointing at vm create", async () => {
+    fake.on(["nft", "list", "table"], { stdout: "" });
+    fake.on(["nft", "-f", "-"], {});
+    fake.on([...V, "domstate", "box"], NO_DOMAIN);
+    const r = await run("vm", "up", "--yes");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("not created: run aivm vm create");
+    expect(existsSync(join(root, "vms", "box"))).toBe(false);
+  });
+
+  test("down: ACPI shutdown, no destroy when the guest stops", async () => {
+    fake.on([...V, "domstate", "box"], { stdout: "shut off\n" });
+    fake.on([...V, "domstate", "box"], { stdout: "running\n" }, 1);
+    fake.on([...V, "shutdown", "box"], {});
+    const r = await run("vm", "down", "--yes");
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain("box: shut down");
+    expect(fake.commands().some((c) => c.includes("destroy"))).toBe(false);
+  });
+
+  test("a second concurrent operation on the same VM fails at once with a clear message", async () => {
+    const lock = vmFiles(vm()).lock;
+    mkdirSync(join(lock, ".."), { recursive: true });
+    const holder = Bun.spawn([BUN, "-e", `import { acquireLock } from ${JSON.stringify(join(ROOT, "lib/lock.ts"))}; acquireLock(${JSON.stringify(lock)}); console.log("held"); await Bun.sleep(20000);`], { stdout: "pipe", stderr: "inherit" });
+    try {
+      const reader = holder.stdout.getReader();
+      const { value } = await reader.read();
+      expect(new TextDecoder().decode(value)).toContain("held");
+      const t0 = Date.now();
+      const r = await run("vm", "down", "--yes");
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain("aivm: vm box: another aivm process");
+      expect(Date.now() - t0).toBeLessThan(2000);
+      expect(fake.calls).toEqual([]);
+    } finally {
+      holder.kill();
+      await holder.exited;
+    }
+  });
+
+  test("delete --yes: destroy, undefine, remove the VM dir", async () => {
+    mkdirSync(join(root, "vms", "box"), { recursive: true });
+    fake.on([...V, "domstate", "box"], { stdout: "running\n" });
+    fake.on([...V, "destroy", "box"], {});
+    fake.on([...V, "undefine", "box"], {});
+    onDisk();
+    const r = await run("vm", "delete", "--yes");
+    expect(r.code).toBe(0);
+    expect(fake.calls.filter((c) => c.kind === "remove").map((c) => c.path)).toEqual([join(root, "vms", "box")]);
+    expect(existsSync(join(root, "vms", "box"))).toBe(false);
+  });
+
+  test("delete of a VM that does not exist: exit 0, says so", async () => {
+    fake.on([...V, "domstate", "box"], NO_DOMAIN);
+    const r = await run("vm", "delete", "--yes");
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain("does not exist");
+    expect(existsSync(join(root, "vms", "box"))).toBe(false);
+  });
+
+  test("list --json and status --json", async () => {
+    fake.on([...V, "domstate", "box"], { stdout: "running\n" });
+    fake.on([...V, "net-dhcp-leases"], lease("10.77.0.9"));
+    const l = await run("vm", "list", "--json");
+    expect(l.code).toBe(0);
+    expect(JSON.parse(l.stdout)).toEqual([{ name: "box", state: "running", network: "aivm-net", ip: "10.77.0.9" }]);
+    const t = await run("vm", "list");
+    expect(t.stdout).toBe("box\trunning\taivm-net\t10.77.0.9\n");
+    const s = await run("vm", "status", "--json");
+    expect(JSON.parse(s.stdout)).toMatchObject({ name: "box", state: "running", ip: "10.77.0.9", image: { sha256: SHA, cached: true }, recorded: false });
+  });
+
+  test("ip prints the address; no lease on a running VM is exit 1 with a hint", async () => {
+    fake.on([...V, "net-dhcp-leases"], lease("10.77.0.9"));
+    expect(await run("vm", "ip")).toMatchObject({ code: 0, stdout: "10.77.0.9\n" });
+    fake.on([...V, "net-dhcp-leases"], { stdout: "" });
+    fake.on([...V, "domifaddr"], { stdout: "" });
+    fake.on([...V, "domstate", "box"], { stdout: "running\n" });
+    const r = await run("vm", "ip");
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe("");
+    expect(r.stderr).toContain("no IP address yet");
+  });
+
+  test("ssh -- CMD passes the remote exit code through, with no message", async () => {
+    fake.on([...V, "net-dhcp-leases"], lease("10.77.0.9"));
+    fake.on(ssh, { exitCode: 3 });
+    const r = await run("vm", "ssh", "--", "exit", "3");
+    expect(r.code).toBe(3);
+    expect(r.stderr).toBe("");
+    const argv = fake.calls.find((c) => c.argv?.[0] === "ssh")!.argv!;
+    expect(argv.join(" ")).toContain("StrictHostKeyChecking=yes");
+    expect(argv.join(" ")).toContain("10.77.0.9");
+    expect(argv.slice(-3)).toEqual(["--", "exit", "3"]);
+    fake.on(ssh, { exitCode: 0 });
+    expect((await run("vm", "ssh", "--", "true")).code).toBe(0);
+  });
+
+  test("wait --timeout must be whole seconds (exit 2); wait prints the IP", async () => {
+    expect((await run("vm", "wait", "--timeout", "soon")).code).toBe(EXIT.USAGE);
+    fake.on([...V, "domstate", "box"], { stdout: "running\n" });
+    fake.on([...V, "net-dhcp-leases"], lease("10.77.0.9"));
+    fake.on(ssh, { exitCode: 0 });
+    expect(await run("vm", "wait", "--timeout", "5")).toMatchObject({ code: 0, stdout: "10.77.0.9\n" });
+  });
+
+  test("console-log prints the log; absent is exit 1 with a hint", async () => {
+    const r = await run("vm", "console-log");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("no console log");
+    expect(r.stderr).toContain("hint:");
+    mkdirSync(join(root, "vms", "box"), { recursive: true });
+    writeFileSync(join(root, "vms", "box", "console.log"), "[    0.000000] Linux version 6.1\n");
+    expect(await run("vm", "console-log")).toMatchObject({ code: 0, stdout: "[    0.000000] Linux version 6.1\n" });
+  });
+
+  test("update stays pending", async () => {
+    const r = await run("vm", "update", "--yes");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("not implemented yet");
+  });
+});

@@ -1,0 +1,587 @@
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { resolveVm, type StoreDoc, type Vm } from "../lib/config.ts";
+import { accelChoice, chooseAccel, probeAccel } from "../lib/accel.ts";
+import { macAddress } from "../lib/domain.ts";
+import { AivmError } from "../lib/errors.ts";
+import {
+  deleteVm, domainState, ensureVm, instanceId, leaseIp, overlayArgv, parseDomifaddr, planDomain, startVm, stopVm,
+  UNDEFINE_ATTEMPTS, vmDirProblem, vmFiles, vmIp, waitVm, type Clock, type HostFacts,
+} from "../lib/vm.ts";
+import { fakeRunner, type FakeBackend } from "./helpers/fake-runner.ts";
+
+const URI = "qemu:///system";
+const V = ["virsh", "-q", "-c", URI];
+const SHA = "a".repeat(64);
+const UUID = "0b3c1c1e-0000-4000-8000-000000000001";
+const NO_DOMAIN = { exitCode: 1, stderr: "error: failed to get domain 'box'\nerror: Domain not found: no domain with matching name 'box'\n" };
+
+let root: string;
+let doc: StoreDoc;
+let vm: Vm;
+
+function setup(o: { kernel?: boolean; cached?: boolean } = {}) {
+  root = mkdtempSync(join(tmpdir(), "aivm-vm-"));
+  const cache = join(root, "images");
+  mkdirSync(cache, { recursive: true });
+  mkdirSync(join(root, "vms"), { recursive: true });
+  writeFileSync(join(root, "id"), "PRIVATE");
+  writeFileSync(join(root, "id.pub"), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJd8bA4GkOQ6+9W1fU8vU1mC2o8m9uF3oVb2Q8x6oYy user@host\n");
+  if (o.cached !== false) {
+    writeFileSync(join(cache, `${SHA}.img`), "");
+    const manifest: Record<string, string> = { sha256: SHA, format: "qcow2", source: "file:///base.qcow2", created: "2026-01-01T00:00:00Z" };
+    if (o.kernel) {
+      writeFileSync(join(cache, `${SHA}.vmlinuz`), "");
+      writeFileSync(join(cache, `${SHA}.initrd`), "");
+      Object.assign(manifest, { kernel: `${SHA}.vmlinuz`, initrd: `${SHA}.initrd`, cmdline: "root=/dev/vda rw console=ttyS0" });
+    }
+    writeFileSync(join(cache, `${SHA}.json`), JSON.stringify(manifest));
+  }
+  doc = {
+    defaults: {
+      vm: { name: "box", accel: "tcg", shutdown_timeout_s: 3, wait_timeout_s: 30 },
+      image: { url: "file:///base.qcow2", sha256: SHA },
+      paths: { vm_root: join(root, "vms"), image_cache: cache, ssh_identity: join(root, "id"), libvirt_uri: URI },
+    },
+  };
+  vm = resolveVm(doc);
+}
+
+const host = (over: Partial<HostFacts> = {}): HostFacts => ({
+  probe: () => ({ kvmUsable: false, kvmWhy: "/dev/kvm does not exist", cpuVirt: false }),
+  exists: existsSync,
+  untraversable: () => null,
+  ...over,
+});
+
+/** A clock that moves only when slept on: timeouts are tested without waiting. */
+function fakeClock(): Clock & { t: number } {
+  const c = { t: 1_000_000, now: () => c.t, sleep: async (ms: number) => { c.t += ms; } };
+  return c;
+}
+
+/** Collect what goes to stderr (consola writes there). */
+let stderr = "";
+let restore: (() => void) | undefined;
+beforeEach(() => {
+  stderr = "";
+  const orig = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((s: string) => { stderr += s; return true; }) as typeof process.stderr.write;
+  restore = () => { process.stderr.write = orig; };
+});
+afterEach(() => { restore?.(); });
+
+/** Script a fresh create: the real files appear as the real tools would make them. */
+function scriptCreate(fake: FakeBackend, o: { define?: "ok" | "fail" | "fail-but-defined" } = {}) {
+  const f = vmFiles(vm);
+  let defined = false;
+  fake.on([...V, "domuuid", "box"], () => (defined ? { stdout: UUID + "\n" } : NO_DOMAIN));
+  fake.on(["install", "-d"], (argv) => { mkdirSync(argv[argv.length - 1]!, { recursive: true }); return {}; });
+  fake.on(["qemu-img", "create"], (argv) => { writeFileSync(argv[argv.length - 2]!, "qcow2"); return {}; });
+  fake.on(["ssh-keygen", "-q"], (argv) => {
+    const k = argv[argv.indexOf("-f") + 1]!;
+    writeFileSync(k, "-----BEGIN OPENSSH PRIVATE KEY-----\nHOSTKEY\n-----END OPENSSH PRIVATE KEY-----\n");
+    writeFileSync(k + ".pub", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyHostKeyHostKeyHostKeyHostKeyHostKey12 box\n");
+    return {};
+  });
+  fake.on((argv) => argv.includes(f.seed) && argv[0] !== "chmod", (argv) => { writeFileSync(f.seed, "iso"); return {}; });
+  fake.on(["chmod"], {});
+  fake.on([...V, "define", "/dev/stdin"], () => {
+    if (o.define === "fail") return { exitCode: 1, stderr: "error: XML error: bad thing\n" };
+    if (o.define === "fail-but-defined") { defined = true; return { exitCode: 1, stderr: "error: something after define\n" }; }
+    defined = true;
+    return { stdout: "Domain 'box' defined\n" };
+  });
+  fake.on([...V, "undefine"], () => { defined = false; return {}; });
+  // files written through the Runner land on disk, removals really remove
+  fake.writeFile = async (path, content, mode) => {
+    fake.calls.push({ kind: "write", path, content, mode });
+    mkdirSync(join(path, ".."), { recursive: true });
+    writeFileSync(path, content);
+  };
+  fake.remove = async (path) => {
+    fake.calls.push({ kind: "remove", path });
+    rmSync(path, { recursive: true, force: true });
+  };
+}
+
+// ---------- accel ----------
+
+describe("accel", () => {
+  test.each([
+    ["auto", true, true, "kvm", false, false],
+    ["auto", true, false, "qemu", true, false],
+    ["auto", false, true, "qemu", true, false],
+    ["auto", false, false, "qemu", true, false],
+    ["tcg", true, true, "qemu", false, false],
+    ["tcg", false, false, "qemu", false, false],
+    ["kvm", true, true, "kvm", false, false],
+    ["kvm", true, false, "kvm", false, true],
+    ["kvm", false, true, "kvm", false, true],
+  ] as const)("%s with kvm usable=%p, vmx/svm=%p -> %s (warning %p, error %p)", (mode, kvmUsable, cpuVirt, type, warning, error) => {
+    const c = accelChoice(mode, { kvmUsable, cpuVirt, kvmWhy: kvmUsable ? undefined : "/dev/kvm does not exist" });
+    expect(c.type).toBe(type);
+    expect(!!c.warning).toBe(warning);
+    expect(!!c.error).toBe(error);
+  });
+  test("the auto warning says why; an unusable explicit kvm is exit 1 with the reason", () => {
+    expect(accelChoice("auto", { kvmUsable: true, cpuVirt: false }).warning).toContain("no vmx or svm");
+    expect(accelChoice("auto", { kvmUsable: false, kvmWhy: "/dev/kvm is not writable by this user", cpuVirt: true }).warning).toContain("not writable");
+    try {
+      chooseAccel("kvm", { kvmUsable: false, kvmWhy: "/dev/kvm does not exist", cpuVirt: true });
+      throw new Error("no throw");
+    } catch (e) {
+      expect(e).toBeInstanceOf(AivmError);
+      expect((e as AivmError).exitCode).toBe(1);
+      expect((e as AivmError).why).toContain("/dev/kvm does not exist");
+    }
+  });
+  test("the auto warning is printed once per process", () => {
+    const p = { kvmUsable: false, cpuVirt: false };
+    chooseAccel("auto", p);
+    chooseAccel("auto", p);
+    expect(stderr.split("\n").filter((l) => l.includes("KVM is not available")).length).toBe(1);
+  });
+  test("probeAccel reads the files it is given", () => {
+    const d = mkdtempSync(join(tmpdir(), "aivm-accel-"));
+    writeFileSync(join(d, "kvm"), "");
+    writeFileSync(join(d, "cpuinfo"), "processor\t: 0\nflags\t\t: fpu vme svm sse\n");
+    expect(probeAccel(join(d, "kvm"), join(d, "cpuinfo"))).toEqual({ kvmUsable: true, kvmWhy: undefined, cpuVirt: true });
+    writeFileSync(join(d, "cpuinfo"), "flags\t\t: fpu vme hypervisor\n");
+    const p = probeAccel(join(d, "nokvm"), join(d, "cpuinfo"));
+    expect(p.kvmUsable).toBe(false);
+    expect(p.kvmWhy).toContain("does not exist");
+    expect(p.cpuVirt).toBe(false);
+  });
+});
+
+// ---------- planners ----------
+
+describe("planners", () => {
+  beforeEach(() => setup());
+  test("vmFiles keeps everything under vm.dir", () => {
+    const f = vmFiles(vm);
+    for (const [k, p] of Object.entries(f)) if (k !== "dir") expect(p.startsWith(vm.dir + "/")).toBe(true);
+    expect(f.disk).toBe(join(vm.dir, "disk.qcow2"));
+    expect(f.lock).toBe(join(vm.dir, ".lock"));
+  });
+  test("the overlay is a qcow2 backed by the base (-b and -F), sized in GiB", () => {
+    expect(overlayArgv({ path: "/c/x.img", format: "raw" }, "/v/disk.qcow2", 20)).toEqual(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", "/c/x.img", "/v/disk.qcow2", "20G"]);
+  });
+  test("UEFI when OVMF exists and the image has no kernel; direct kernel boot otherwise; virtiofsd when present", () => {
+    const all = () => true;
+    const img = { sha256: SHA, path: "/c/a.img", format: "qcow2" as const };
+    const uefi = planDomain(vm, { type: "qemu", image: img, exists: all });
+    expect(uefi.firmware).toEqual({ loader: "/usr/share/OVMF/OVMF_CODE_4M.fd", varsTemplate: "/usr/share/OVMF/OVMF_VARS_4M.fd", nvram: vmFiles(vm).nvram });
+    expect(uefi.kernel).toBeUndefined();
+    expect(uefi.virtiofsd).toBe("/usr/lib/qemu/virtiofsd");
+    const only2m = planDomain(vm, { type: "qemu", image: img, exists: (p) => !p.includes("_4M") });
+    expect(only2m.firmware?.loader).toBe("/usr/share/OVMF/OVMF_CODE.fd");
+    const bios = planDomain(vm, { type: "qemu", image: img, exists: () => false });
+    expect(bios.firmware).toBeUndefined();
+    expect(bios.virtiofsd).toBeUndefined();
+    const direct = planDomain(vm, { type: "qemu", image: { ...img, kernel: "/c/k", initrd: "/c/i" }, exists: all, uuid: UUID });
+    expect(direct.firmware).toBeUndefined();
+    expect(direct.kernel).toEqual({ kernel: "/c/k", initrd: "/c/i", cmdline: "root=/dev/vda rw console=ttyS0" });
+    expect(direct.uuid).toBe(UUID);
+    expect(direct.filesystems).toEqual([]);
+  });
+  test("instance-id follows the host key", () => {
+    expect(instanceId("box", "ssh-ed25519 A")).toBe(instanceId("box", "ssh-ed25519 A\n"));
+    expect(instanceId("box", "ssh-ed25519 A")).not.toBe(instanceId("box", "ssh-ed25519 B"));
+  });
+  test("vm.dir must be strictly inside vm_root", () => {
+    expect(vmDirProblem(vm)).toBeUndefined();
+    expect(vmDirProblem({ ...vm, dir: "/etc" })).toContain("not strictly inside");
+    expect(vmDirProblem({ ...vm, dir: vm.paths.vmRoot })).toContain("not strictly inside");
+    expect(vmDirProblem({ ...vm, dir: join(vm.paths.vmRoot, "..", "x") })).toContain("not strictly inside");
+    expect(vmDirProblem({ ...vm, paths: { ...vm.paths, vmRoot: "/" }, dir: "/box" })).toContain("not strictly inside");
+    const outside = mkdtempSync(join(tmpdir(), "aivm-outside-"));
+    symlinkSync(outside, vm.dir);
+    expect(vmDirProblem(vm)).toContain("outside vm_root");
+  });
+});
+
+// ---------- create ----------
+
+describe("ensureVm", () => {
+  beforeEach(() => setup());
+
+  test("a fresh create: dir, overlay (no copy of the base), host key, known_hosts, seed, define", async () => {
+    const { runner, fake } = fakeRunner();
+    scriptCreate(fake);
+    const f = vmFiles(vm);
+    expect(await ensureVm(runner, vm, host())).toBe("created");
+    const cmds = fake.commands();
+    expect(cmds[0]).toBe(`${V.join(" ")} domuuid box`);
+    expect(cmds).toContain(`install -d -m 0755 ${f.dir}`);
+    expect(cmds).toContain(`qemu-img create -q -f qcow2 -F qcow2 -b ${join(root, "images", SHA + ".img")} ${f.disk} 20G`);
+    expect(cmds.some((c) => /^(cp|rsync|dd) |qemu-img convert/.test(c))).toBe(false);
+    expect(cmds).toContain(`ssh-keygen -q -t ed25519 -N  -C box -f ${f.hostKey}`);
+    expect(cmds.at(-1)).toBe(`${V.join(" ")} define /dev/stdin`);
+    const writes = fake.calls.filter((c) => c.kind === "write").map((c) => c.path);
+    expect(writes).toEqual([f.knownHosts, join(f.seedDir, "user-data"), join(f.seedDir, "meta-data"), join(f.seedDir, "network-config")]);
+    expect(fake.calls.find((c) => c.path === join(f.seedDir, "user-data"))!.mode).toBe(0o600);
+    expect(readFileSync(f.knownHosts, "utf8")).toContain("AAAAC3NzaC1lZDI1NTE5AAAAIHostKey");
+    const define = fake.calls.find((c) => c.argv?.includes("define"))!;
+    expect(define.input).toContain("<name>box</name>");
+    expect(define.input).toContain(`<source file='${f.disk}'/>`);
+    expect(define.input).toContain(`<source file='${f.seed}'/>`);
+    expect(define.input).toContain("type='qemu'");
+    expect(define.input).not.toContain("<uuid>");
+    // the seed (with the private host key) and the disk are not world-readable
+    expect(cmds).toContain(`chmod 0600 ${f.disk} ${f.seed}`);
+  });
+
+  test("direct kernel boot when the cached image carries kernel and initrd", async () => {
+    setup({ kernel: true });
+    const { runner, fake } = fakeRunner();
+    scriptCreate(fake);
+    await ensureVm(runner, vm, host());
+    const xml = fake.calls.find((c) => c.argv?.includes("define"))!.input!;
+    expect(xml).toContain(`<kernel>${join(root, "images", SHA + ".vmlinuz")}</kernel>`);
+    expect(xml).not.toContain("<loader");
+  });
+
+  test("an existing domain with an intact directory is unchanged: only reads", async () => {
+    const { runner, fake } = fakeRunner();
+    scriptCreate(fake);
+    await ensureVm(runner, vm, host());
+    fake.calls.length = 0;
+    expect(await ensureVm(runner, vm, host())).toBe("unchanged");
+    expect(fake.commands()).toEqual([`${V.join(" ")} domuuid box`]);
+  });
+
+  test("a failing define removes the new directory and leaves no domain", async () => {
+    const { runner, fake } = fakeRunner();
+    scriptCreate(fake, { define: "fail" });
+    await expect(ensureVm(runner, vm, host())).rejects.toThrow(/XML error/);
+    expect(existsSync(vm.dir)).toBe(false);
+    expect(fake.commands().some((c) => c.includes(" undefine "))).toBe(false);
+  });
+
+  test("a domain that appeared despite the error is undefined again", async () => {
+    const { runner, fake } = fakeRunner();
+    scriptCreate(fake, { define: "fail-but-defined" });
+    await expect(ensureVm(runner, vm, host())).rejects.toThrow();
+    expect(fake.commands()).toContain(`${V.join(" ")} undefine box --nvram`);
+    expect(existsSync(vm.dir)).toBe(false);
+  });
+
+  test("a failure in an existing directory removes only what this call created", async () => {
+    const { runner, fake } = fakeRunner();
+    scriptCreate(fake);
+    const f = vmFiles(vm);
+    mkdirSync(f.dir, { recursive: true });
+    writeFileSync(f.disk, "guest data");
+    scriptCreate(fake, { define: "fail" });
+    await expect(ensureVm(runner, vm, host())).rejects.toThrow();
+    expect(readFileSync(f.disk, "utf8")).toBe("guest data");
+    expect(existsSync(f.hostKey)).toBe(false);
+    expect(existsSync(f.seed)).toBe(false);
+    expect(fake.commands().some((c) => c.startsWith("qemu-img"))).toBe(false);
+  });
+
+  test("image not cached: exit 1 naming `aivm image fetch`, nothing created", async () => {
+    setup({ cached: false });
+    const { runner, fake } = fakeRunner();
+    scriptCreate(fake);
+    await expect(ensureVm(runner, vm, host())).rejects.toThrow(/image not cached: run aivm image fetch/);
+    expect(existsSync(vm.dir)).toBe(false);
+    expect(fake.commands()).toEqual([`${V.join(" ")} domuuid box`]);
+  });
+
+  test("stale: the domain exists but its directory is gone -> rebuilt and redefined with the same UUID", async () => {
+    const { runner, fake } = fakeRunner();
+    scriptCreate(fake);
+    fake.on([...V, "domuuid", "box"], { stdout: UUID + "\n" });
+    expect(await ensureVm(runner, vm, host())).toBe("created");
+    const xml = fake.calls.find((c) => c.argv?.includes("define"))!.input!;
+    expect(xml).toContain(`<uuid>${UUID}</uuid>`);
+    expect(stderr).toContain("incomplete");
+  });
+
+  test("stale: the directory exists but the domain is gone -> disk and key kept, defined afresh", async () => {
+    const { runner, fake } = fakeRunner();
+    scriptCreate(fake);
+    await ensureVm(runner, vm, host());
+    const key = readFileSync(vmFiles(vm).hostKey, "utf8");
+    fake.calls.length = 0;
+    scriptCreate(fake); // the domain is gone
+    expect(await ensureVm(runner, vm, host())).toBe("created");
+    const cmds = fake.commands();
+    expect(cmds.some((c) => c.startsWith("qemu-img") || c.startsWith("ssh-keygen"))).toBe(false);
+    expect(cmds.at(-1)).toContain("define /dev/stdin");
+    expect(readFileSync(vmFiles(vm).hostKey, "utf8")).toBe(key);
+  });
+
+  test("--dry-run prints every change and makes none", async () => {
+    const { runner, fake, printed } = fakeRunner({ dryRun: true });
+    scriptCreate(fake);
+    expect(await ensureVm(runner, vm, host())).toBe("created");
+    expect(fake.commands()).toEqual([`${V.join(" ")} domuuid box`]);
+    expect(fake.calls.filter((c) => c.kind !== "exec")).toEqual([]);
+    expect(existsSync(vm.dir)).toBe(false);
+    const text = printed.join("\n");
+    expect(text).toContain("qemu-img create");
+    expect(text).toContain("ssh-keygen -q -t ed25519");
+    expect(text).toContain("# step: Define VM box");
+    expect(text).toContain("user-data");
+  });
+
+  test("a VM dir outside vm_root is refused before anything runs", async () => {
+    const { runner, fake } = fakeRunner();
+    await expect(ensureVm(runner, { ...vm, dir: "/etc/box" }, host())).rejects.toThrow(/not strictly inside/);
+    expect(fake.calls).toEqual([]);
+  });
+});
+
+// ---------- up / down / delete ----------
+
+describe("startVm", () => {
+  beforeEach(() => setup());
+  test.each([
+    ["running", "unchanged", []],
+    ["paused", "resumed", ["resume box"]],
+    ["pmsuspended", "resumed", ["dompmwakeup box"]],
+    ["shut off", "started", ["start box"]],
+    ["crashed", "started", ["destroy box", "start box"]],
+  ] as const)("%s -> %s", async (state, result, cmds) => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], { stdout: `${state}\n\n` });
+    for (const c of ["resume", "dompmwakeup", "start", "destroy"]) fake.on([...V, c], {});
+    expect(await startVm(runner, vm)).toBe(result);
+    expect(fake.commands().filter((c) => !c.includes("domstate")).map((c) => c.slice(V.join(" ").length + 1))).toEqual([...cmds]);
+  });
+  test("absent -> exit 1, not created", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], NO_DOMAIN);
+    await expect(startVm(runner, vm)).rejects.toThrow("not created: run aivm vm create");
+  });
+  test("in shutdown: waits for it to stop, then starts", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], { stdout: "shut off\n" });
+    fake.on([...V, "domstate", "box"], { stdout: "in shutdown\n" }, 3);
+    fake.on([...V, "start"], {});
+    expect(await startVm(runner, vm, { clock: fakeClock() })).toBe("started");
+    expect(fake.commands().filter((c) => c.includes("domstate"))).toHaveLength(4);
+  });
+  test("--dry-run prints the start and runs nothing", async () => {
+    const { runner, fake, printed } = fakeRunner({ dryRun: true });
+    fake.on([...V, "domstate", "box"], { stdout: "shut off\n" });
+    expect(await startVm(runner, vm)).toBe("started");
+    expect(printed).toEqual([`virsh -q -c qemu:///system start box`]);
+    expect(fake.commands()).toEqual([`${V.join(" ")} domstate box`]);
+  });
+});
+
+describe("stopVm", () => {
+  beforeEach(() => setup());
+  test("ACPI shutdown, polled until shut off; no destroy", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], { stdout: "shut off\n" });
+    fake.on([...V, "domstate", "box"], { stdout: "running\n" }, 2);
+    fake.on([...V, "shutdown"], {});
+    expect(await stopVm(runner, vm, { clock: fakeClock() })).toBe("stopped");
+    expect(fake.commands()).toContain(`${V.join(" ")} shutdown box --mode acpi`);
+    expect(fake.commands().some((c) => c.includes("destroy"))).toBe(false);
+  });
+  test("timeout -> destroy only after it, with a warning saying so", async () => {
+    const { runner, fake } = fakeRunner();
+    const clock = fakeClock();
+    const t0 = clock.t;
+    let destroyedAt = 0;
+    fake.on([...V, "domstate", "box"], { stdout: "running\n" });
+    fake.on([...V, "shutdown"], {});
+    fake.on([...V, "destroy"], () => { destroyedAt = clock.t; return {}; });
+    vm.shutdownTimeoutS = 12;
+    expect(await stopVm(runner, vm, { clock })).toBe("forced");
+    expect(destroyedAt - t0).toBeGreaterThanOrEqual(12_000);
+    expect(stderr).toContain("did not shut down within 12s");
+    expect(stderr).toContain("forcing it off");
+    expect(stderr).toMatch(/waiting for box to shut down \(\d+s of 12s\)/);
+    // the ACPI button is pressed again for a guest that missed the first one
+    expect(fake.commands().filter((c) => c.includes("shutdown box")).length).toBeGreaterThan(1);
+  });
+  test("already off or absent: unchanged, no shutdown sent", async () => {
+    for (const reply of [{ stdout: "shut off\n" }, NO_DOMAIN]) {
+      const { runner, fake } = fakeRunner();
+      fake.on([...V, "domstate", "box"], reply);
+      expect(await stopVm(runner, vm)).toBe("unchanged");
+      expect(fake.commands()).toEqual([`${V.join(" ")} domstate box`]);
+    }
+  });
+});
+
+describe("deleteVm", () => {
+  beforeEach(() => setup());
+  function script(fake: FakeBackend, rejected: string[]) {
+    fake.on([...V, "domstate", "box"], { stdout: "running\n" });
+    fake.on([...V, "destroy"], {});
+    fake.on([...V, "undefine"], (argv) => {
+      const bad = rejected.find((f) => argv.includes(f));
+      return bad ? { exitCode: 1, stderr: `error: command 'undefine' doesn't support option ${bad}\n` } : {};
+    });
+  }
+  test("destroys, undefines with every flag, removes vm.dir", async () => {
+    mkdirSync(vm.dir, { recursive: true });
+    const { runner, fake } = fakeRunner();
+    script(fake, []);
+    expect(await deleteVm(runner, vm)).toBe("deleted");
+    expect(fake.commands().slice(1).map((c) => c.slice(V.join(" ").length + 1))).toEqual([
+      "destroy box",
+      "undefine box --nvram --managed-save --snapshots-metadata --checkpoints-metadata",
+    ]);
+    expect(fake.calls.filter((c) => c.kind === "remove").map((c) => c.path)).toEqual([vm.dir]);
+  });
+  test("falls back to fewer flags when virsh rejects one", async () => {
+    mkdirSync(vm.dir, { recursive: true });
+    const { runner, fake } = fakeRunner();
+    script(fake, ["--checkpoints-metadata", "--snapshots-metadata"]);
+    expect(await deleteVm(runner, vm)).toBe("deleted");
+    expect(fake.commands().filter((c) => c.includes("undefine")).map((c) => c.split(" box")[1]!.trim())).toEqual([
+      UNDEFINE_ATTEMPTS[0]!.join(" "), UNDEFINE_ATTEMPTS[1]!.join(" "), UNDEFINE_ATTEMPTS[2]!.join(" "),
+    ]);
+  });
+  test("a real undefine error is not retried", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], { stdout: "shut off\n" });
+    fake.on([...V, "undefine"], { exitCode: 1, stderr: "error: Requested operation is not valid: cannot undefine transient domain\n" });
+    await expect(deleteVm(runner, vm)).rejects.toThrow(/cannot undefine transient domain/);
+    expect(fake.commands().filter((c) => c.includes("undefine"))).toHaveLength(1);
+  });
+  test("refuses a vm.dir outside vm_root, touching nothing", async () => {
+    const outside = mkdtempSync(join(tmpdir(), "aivm-shared-"));
+    writeFileSync(join(outside, "precious"), "x");
+    const { runner, fake } = fakeRunner();
+    script(fake, []);
+    await expect(deleteVm(runner, { ...vm, dir: outside })).rejects.toThrow(/not strictly inside/);
+    expect(fake.calls).toEqual([]);
+    symlinkSync(outside, vm.dir);
+    await expect(deleteVm(runner, vm)).rejects.toThrow(/outside vm_root/);
+    expect(fake.calls).toEqual([]);
+    expect(existsSync(join(outside, "precious"))).toBe(true);
+  });
+  test("absent domain and no directory: says so, no change", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], NO_DOMAIN);
+    expect(await deleteVm(runner, vm)).toBe("absent");
+    expect(stderr).toContain("does not exist");
+    expect(fake.calls.filter((c) => c.kind !== "exec" || !c.argv!.includes("domstate"))).toEqual([]);
+  });
+  test("a leftover directory without a domain is removed", async () => {
+    mkdirSync(vm.dir, { recursive: true });
+    writeFileSync(vmFiles(vm).disk, "");
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], NO_DOMAIN);
+    expect(await deleteVm(runner, vm)).toBe("deleted");
+    expect(fake.commands().some((c) => c.includes("undefine"))).toBe(false);
+    expect(fake.calls.filter((c) => c.kind === "remove").map((c) => c.path)).toEqual([vm.dir]);
+  });
+});
+
+// ---------- IP and wait ----------
+
+const MAC = () => macAddress("box");
+const leases = (ip: string, mac = MAC()) => `2026-03-01 12:00:00  ${mac}  ipv4  ${ip}/24  box  ff:00\n`;
+
+describe("vmIp", () => {
+  beforeEach(() => setup());
+  test("parsers", () => {
+    const mac = MAC();
+    expect(leaseIp(leases("10.77.0.5") + `2026-03-01 13:00:00  ${mac}  ipv4  10.77.0.9/24  box  ff:00\n`, mac)).toBe("10.77.0.9");
+    expect(leaseIp(leases("10.77.0.5", "52:54:00:00:00:01"), mac)).toBeNull();
+    expect(parseDomifaddr(` vnet0      ${mac}    ipv4         10.77.0.7/24\n`, mac)).toBe("10.77.0.7");
+    expect(parseDomifaddr(` vnet0      52:54:00:00:00:01    ipv4         10.77.0.7/24\n`, mac)).toBeNull();
+  });
+  test("from the DHCP lease for the VM's MAC, cached in <dir>/ip", async () => {
+    mkdirSync(vm.dir, { recursive: true });
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "net-dhcp-leases", vm.network.name, "--mac", MAC()], { stdout: leases("10.77.0.5") });
+    expect(await vmIp(runner, vm)).toBe("10.77.0.5");
+    expect(fake.calls.find((c) => c.kind === "write")).toMatchObject({ path: vmFiles(vm).ipCache, content: "10.77.0.5\n" });
+  });
+  test("falls back to domifaddr --source lease; null when neither knows", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "net-dhcp-leases"], { stdout: "" });
+    fake.on([...V, "domifaddr", "box", "--source", "lease"], { stdout: ` vnet0  ${MAC()}  ipv4  10.77.0.6/24\n` });
+    expect(await vmIp(runner, vm)).toBe("10.77.0.6");
+    fake.on([...V, "domifaddr"], { stdout: "" });
+    expect(await vmIp(runner, vm)).toBeNull();
+  });
+});
+
+describe("waitVm", () => {
+  beforeEach(() => setup());
+  const isSsh = (argv: string[], what: string) => argv[0] === "ssh" && argv.join(" ").endsWith(what);
+
+  test("IP, then SSH, then cloud-init, with progress naming the stage", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], { stdout: "running\n" });
+    fake.on([...V, "net-dhcp-leases"], { stdout: leases("10.77.0.5") });
+    fake.on([...V, "net-dhcp-leases"], { stdout: "" }, 14);
+    fake.on([...V, "domifaddr"], { stdout: "" });
+    fake.on((a) => isSsh(a, " true"), { exitCode: 0 });
+    fake.on((a) => isSsh(a, " true"), { exitCode: 255, stderr: "ssh: connect to host 10.77.0.5 port 22: Connection refused\n" }, 3);
+    fake.on((a) => isSsh(a, "cloud-init status --wait"), { exitCode: 0, stdout: "status: done\n" });
+    expect(await waitVm(runner, vm, { clock: fakeClock() })).toEqual({ ip: "10.77.0.5" });
+    expect(stderr).toMatch(/box: waiting for an IP address \(DHCP lease\) \(\d+s\)/);
+    const ssh = fake.calls.filter((c) => c.argv?.[0] === "ssh").map((c) => c.argv!.join(" "));
+    expect(ssh).toHaveLength(5);
+    expect(ssh[0]).toContain("10.77.0.5");
+    expect(ssh[0]).toContain("BatchMode=yes");
+    expect(ssh[0]).toContain("ConnectTimeout=5");
+    expect(ssh[4]).toContain("cloud-init status --wait");
+  });
+
+  test("timeout in the SSH stage names the stage and points at console-log", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], { stdout: "running\n" });
+    fake.on([...V, "net-dhcp-leases"], { stdout: leases("10.77.0.5") });
+    fake.on((a) => isSsh(a, " true"), { exitCode: 255, stderr: "ssh: connect to host 10.77.0.5 port 22: Connection refused\n" });
+    const e = (await waitVm(runner, vm, { clock: fakeClock(), timeoutS: 20 }).catch((x) => x)) as AivmError;
+    expect(e).toBeInstanceOf(AivmError);
+    expect(e.why).toBe("timed out after 20s waiting for SSH (pinned host key) (last: ssh: connect to host 10.77.0.5 port 22: Connection refused)");
+    expect(e.hint).toContain("aivm vm console-log");
+    expect(stderr).toMatch(/waiting for SSH \(pinned host key\) \(\d+s\)/);
+  });
+
+  test("timeout waiting for the IP names that stage", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], { stdout: "running\n" });
+    fake.on([...V, "net-dhcp-leases"], { stdout: "" });
+    fake.on([...V, "domifaddr"], { stdout: "" });
+    await expect(waitVm(runner, vm, { clock: fakeClock(), timeoutS: 10 })).rejects.toThrow("timed out after 10s waiting for an IP address (DHCP lease)");
+  });
+
+  test("a VM that is not running fails at once", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], { stdout: "shut off\n" });
+    await expect(waitVm(runner, vm, { clock: fakeClock() })).rejects.toThrow("the VM is shut off, not running");
+  });
+
+  test("no cloud-init CLI in the guest: polls for boot-finished", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], { stdout: "running\n" });
+    fake.on([...V, "net-dhcp-leases"], { stdout: leases("10.77.0.5") });
+    fake.on((a) => isSsh(a, " true"), { exitCode: 0 });
+    fake.on((a) => isSsh(a, "cloud-init status --wait"), { exitCode: 127, stderr: "bash: cloud-init: command not found\n" });
+    fake.on((a) => isSsh(a, "/var/lib/cloud/instance/boot-finished"), { exitCode: 0 });
+    fake.on((a) => isSsh(a, "/var/lib/cloud/instance/boot-finished"), { exitCode: 1 }, 2);
+    expect(await waitVm(runner, vm, { clock: fakeClock() })).toEqual({ ip: "10.77.0.5" });
+    expect(fake.commands().filter((c) => c.includes("boot-finished"))).toHaveLength(3);
+  });
+});
+
+describe("domainState", () => {
+  beforeEach(() => setup());
+  test("absent vs an unexpected virsh error", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], NO_DOMAIN);
+    expect(await domainState(runner, URI, "box")).toBe("absent");
+    fake.on([...V, "domstate", "box"], { exitCode: 1, stderr: "error: internal error: boom\n" });
+    await expect(domainState(runner, URI, "box")).rejects.toThrow("internal error: boom");
+  });
+});
