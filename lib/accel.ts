@@ -43,7 +43,7 @@ export function probeAccel(kvmPath = "/dev/kvm", cpuinfo = "/proc/cpuinfo"): Acc
 /** Pure: the domain type for an accel mode on a probed host. */
 export function accelChoice(mode: Accel, probe: AccelProbe): AccelChoice {
   if (mode === "tcg") return { type: "qemu" };
-  const why = !probe.kvmUsable ? (probe.kvmWhy ?? "/dev/kvm is not usable") : !probe.cpuVirt ? "the CPU flags show no vmx or svm (nested virtualisation is off)" : undefined;
+  const why = !probe.kvmUsable ? (probe.kvmWhy ?? "/dev/kvm is not usable") : !probe.cpuVirt ? "the CPU flags show no vmx or svm, so nested virtualisation is off" : undefined;
   if (mode === "kvm") return why ? { type: "kvm", error: why } : { type: "kvm" };
   if (!why) return { type: "kvm" };
   return { type: "qemu", warning: `KVM is not available (${why}): using TCG software emulation, which is much slower` };

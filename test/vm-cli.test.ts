@@ -178,7 +178,8 @@ describe("aivm vm", () => {
     const r = await run("vm", "up", "--yes");
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("not created: run aivm vm create");
-    expect(existsSync(join(root, "vms", "box"))).toBe(false);
+    // the lock file's directories are gone again: no empty VM dir, no new vm_root
+    expect(existsSync(join(root, "vms"))).toBe(false);
   });
 
   test("down: ACPI shutdown, no destroy when the guest stops", async () => {

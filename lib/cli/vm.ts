@@ -1,4 +1,5 @@
 import { existsSync, readdirSync, readFileSync, rmdirSync, unlinkSync } from "node:fs";
+import { dirname } from "node:path";
 import { group, leaf, pending } from "./command.ts";
 import { afterDashDash, context, globalArgs, readArgs, mutateArgs, vmArg, type Ctx } from "./_shared.ts";
 import { recordVm, resolveVm, updateStore, vmNames, type Vm } from "../config.ts";
@@ -32,17 +33,19 @@ async function withVmLock<T>(vm: Vm, fn: () => Promise<T>): Promise<T> {
   const problem = vmDirProblem(vm);
   if (problem) throw new AivmError(`vm ${vm.name}`, `refusing to touch the VM directory: ${problem}`);
   const f = vmFiles(vm);
-  const existed = existsSync(f.dir);
+  // the directories the lock file is about to create (vm.dir, and vm_root when it is new too)
+  const made: string[] = [];
+  for (let d = f.dir; !existsSync(d) && d !== dirname(d); d = dirname(d)) made.push(d);
   const release = acquireLock(f.lock, { waitMs: 0, what: `vm ${vm.name}`, reentrant: true });
   try {
     return await fn();
   } finally {
     release();
-    if (!existed) {
+    if (made.length) {
       try {
         if (readdirSync(f.dir).every((e) => e === ".lock")) {
           try { unlinkSync(f.lock); } catch {}
-          rmdirSync(f.dir);
+          for (const d of made) rmdirSync(d); // innermost first; stops at the first non-empty one
         }
       } catch {}
     }
