@@ -1,0 +1,284 @@
+// The e2e harness: commands with a transcript, a private network namespace with its own libvirtd/virtlogd,
+// a peer namespace standing in for "the LAN", listeners, and the inventory that proves nothing is left behind.
+// Only the compiled dist/aivm is driven; this file talks to ip/virsh/nft directly only to set up and to check.
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+
+export const ROOT = resolve(import.meta.dir, "..");
+export const BIN = join(ROOT, "dist/aivm");
+export const BUN = join(ROOT, "node_modules/.bin/bun");
+export const URI = "qemu:///system";
+export const isRoot = process.getuid?.() === 0;
+
+/** prefix for commands that need root */
+export const priv = (argv: string[]): string[] => (isRoot ? argv : ["sudo", "-n", ...argv]);
+
+export interface Out { code: number; stdout: string; stderr: string; ms: number }
+
+// ---------- transcript ----------
+
+export class Transcript {
+  constructor(readonly file: string) {}
+  add(text: string): void {
+    appendFileSync(this.file, text.endsWith("\n") ? text : text + "\n");
+  }
+}
+
+let transcript: Transcript | undefined;
+export function setTranscript(t: Transcript): void {
+  transcript = t;
+}
+
+const stamp = () => new Date().toISOString().slice(11, 23);
+
+export interface ShOptions {
+  env?: Record<string, string>;
+  input?: string;
+  timeoutMs?: number;
+  /** copy the child's stderr to ours as it comes (long steps) */
+  live?: boolean;
+}
+
+/** Run argv (no shell), record it in the transcript, never throw on a non-zero exit. */
+export async function sh(argv: string[], o: ShOptions = {}): Promise<Out> {
+  const t0 = Date.now();
+  transcript?.add(`[${stamp()}] $ ${argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`)).join(" ")}`);
+  const p = Bun.spawn(argv, {
+    env: o.env ?? (process.env as Record<string, string>),
+    stdin: o.input !== undefined ? new Blob([o.input]) : "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const timer = o.timeoutMs ? setTimeout(() => p.kill("SIGKILL"), o.timeoutMs) : undefined;
+  const errChunks: string[] = [];
+  const readErr = (async () => {
+    const dec = new TextDecoder();
+    for await (const chunk of p.stderr as ReadableStream<Uint8Array>) {
+      const s = dec.decode(chunk, { stream: true });
+      errChunks.push(s);
+      if (o.live) process.stderr.write(s.replace(/^(?=.)/gm, "    | "));
+    }
+  })();
+  const stdout = await new Response(p.stdout).text();
+  await readErr;
+  const code = await p.exited;
+  if (timer) clearTimeout(timer);
+  const r = { code, stdout, stderr: errChunks.join(""), ms: Date.now() - t0 };
+  transcript?.add(`[${stamp()}] exit ${code} after ${r.ms} ms${r.stdout ? `\n--- stdout\n${r.stdout.trimEnd()}` : ""}${r.stderr ? `\n--- stderr\n${r.stderr.trimEnd()}` : ""}`);
+  return r;
+}
+
+/** sh() that throws with the command's stderr on a non-zero exit. */
+export async function must(argv: string[], o: ShOptions = {}): Promise<Out> {
+  const r = await sh(argv, o);
+  if (r.code !== 0) throw new Error(`\`${argv.join(" ")}\` exited ${r.code}: ${(r.stderr || r.stdout).trim().split("\n").slice(-5).join(" | ")}`);
+  return r;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// ---------- preflight ----------
+
+export const TOOLS = ["qemu-system-x86_64", "qemu-img", "libvirtd", "virtlogd", "virsh", "ip", "nft", "debootstrap", "mkfs.ext4", "ssh", "ssh-keygen"];
+
+/** What this host lacks to run the e2e suite (empty: all there). */
+export function preflight(): string[] {
+  const missing: string[] = [];
+  if (!isRoot && Bun.spawnSync(["sudo", "-n", "true"], { stdout: "ignore", stderr: "ignore" }).exitCode !== 0) missing.push("root or passwordless sudo");
+  const path = `${process.env.PATH ?? ""}:/usr/sbin:/sbin`;
+  for (const t of TOOLS) if (!Bun.which(t, { PATH: path })) missing.push(t);
+  if (!existsSync(BUN)) missing.push(BUN);
+  return missing;
+}
+
+// ---------- namespaces and daemons ----------
+
+export interface Lab {
+  /** "private": our own libvirtd in our netns; "system": a libvirtd that was already running */
+  mode: "private" | "system";
+  ns: string | null;
+  peer: string | null;
+  pids: { libvirtd?: number; virtlogd?: number };
+  runDir: string;
+  libvirtdLog: string;
+}
+
+/** argv run inside the lab's network namespace (as root). */
+export function inNs(lab: Lab, argv: string[], env?: Record<string, string>): string[] {
+  const withEnv = env ? ["env", "-i", ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...argv] : argv;
+  return lab.ns ? priv(["ip", "netns", "exec", lab.ns, ...withEnv]) : env ? priv(withEnv) : priv(argv);
+}
+
+export async function systemLibvirtdAnswers(): Promise<boolean> {
+  if (!existsSync("/var/run/libvirt/libvirt-sock")) return false;
+  return (await sh(priv(["virsh", "-q", "-c", URI, "version"]), { timeoutMs: 10_000 })).code === 0;
+}
+
+function readPid(file: string): number | undefined {
+  try {
+    const n = Number(readFileSync(file, "utf8").trim());
+    return Number.isInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function alive(pid: number | undefined): boolean {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** A private netns (loopback up) with virtlogd and libvirtd inside, or the running system libvirtd. */
+export async function startLab(runDir: string, tag: string): Promise<Lab> {
+  const libvirtdLog = join(runDir, "libvirtd.log");
+  if (await systemLibvirtdAnswers()) {
+    return { mode: "system", ns: null, peer: null, pids: {}, runDir, libvirtdLog };
+  }
+  for (const f of ["/run/libvirtd.pid", "/run/virtlogd.pid"]) {
+    const pid = readPid(f);
+    if (alive(pid)) throw new Error(`${f} names a live process (pid ${pid}) but libvirtd does not answer on ${URI}; stop it first`);
+  }
+  const lab: Lab = { mode: "private", ns: `aivm-e2e-${tag}`, peer: `aivm-e2e-${tag}-lan`, pids: {}, runDir, libvirtdLog };
+  await must(priv(["ip", "netns", "add", lab.ns!]));
+  await must(inNs(lab, ["ip", "link", "set", "lo", "up"]));
+  await must(inNs(lab, ["virtlogd", "-d"]));
+  await must(inNs(lab, ["env", `LIBVIRT_LOG_OUTPUTS=3:file:${libvirtdLog}`, "libvirtd", "-d"]));
+  const t0 = Date.now();
+  while ((await sh(priv(["virsh", "-q", "-c", URI, "version"]), { timeoutMs: 10_000 })).code !== 0) {
+    if (Date.now() - t0 > 60_000) throw new Error(`libvirtd did not answer on ${URI} within 60 s (log: ${libvirtdLog})`);
+    await sleep(300);
+  }
+  lab.pids.virtlogd = readPid("/run/virtlogd.pid");
+  lab.pids.libvirtd = readPid("/run/libvirtd.pid");
+  if (!lab.pids.libvirtd || !lab.pids.virtlogd) throw new Error("libvirtd/virtlogd pid files missing after start");
+  return lab;
+}
+
+/**
+ * A second namespace standing for the LAN, joined by a veth pair: 192.168.250.2 (inside the default block_cidrs) and
+ * 198.51.100.2 (TEST-NET-2, outside them: the control that proves forwarding works at all).
+ */
+export const LAN = { blocked: "192.168.250.2", open: "198.51.100.2" };
+
+export async function addLan(lab: Lab): Promise<void> {
+  if (!lab.ns || !lab.peer) return;
+  const p = (argv: string[]) => must(priv(["ip", "netns", "exec", lab.peer!, ...argv]));
+  await must(priv(["ip", "netns", "add", lab.peer]));
+  await must(inNs(lab, ["ip", "link", "add", "e2elan0", "type", "veth", "peer", "name", "e2elan1", "netns", lab.peer]));
+  await must(inNs(lab, ["ip", "addr", "add", "192.168.250.1/24", "dev", "e2elan0"]));
+  await must(inNs(lab, ["ip", "addr", "add", "198.51.100.1/24", "dev", "e2elan0"]));
+  await must(inNs(lab, ["ip", "link", "set", "e2elan0", "up"]));
+  await p(["ip", "link", "set", "lo", "up"]);
+  await p(["ip", "addr", "add", `${LAN.blocked}/24`, "dev", "e2elan1"]);
+  await p(["ip", "addr", "add", `${LAN.open}/24`, "dev", "e2elan1"]);
+  await p(["ip", "link", "set", "e2elan1", "up"]);
+  await p(["ip", "route", "add", "default", "via", "192.168.250.1"]);
+}
+
+async function stopPid(pid: number | undefined, what: string, problems: string[]): Promise<void> {
+  if (!alive(pid)) return;
+  await sh(priv(["kill", "-TERM", String(pid)]));
+  for (let i = 0; i < 100 && alive(pid); i++) await sleep(200);
+  if (alive(pid)) {
+    problems.push(`${what} (pid ${pid}) ignored SIGTERM for 20 s; killed`);
+    await sh(priv(["kill", "-KILL", String(pid)]));
+  }
+}
+
+/** PIDs of every process living in a namespace. */
+export async function nsPids(ns: string): Promise<number[]> {
+  const r = await sh(priv(["ip", "netns", "pids", ns]));
+  return r.stdout.split(/\s+/).filter(Boolean).map(Number);
+}
+
+/** Stop our daemons by PID, then anything still living in our namespaces (dnsmasq, a stray qemu), then delete them. */
+export async function stopLab(lab: Lab): Promise<string[]> {
+  const problems: string[] = [];
+  if (lab.mode !== "private") return problems;
+  await stopPid(lab.pids.libvirtd, "libvirtd", problems);
+  await stopPid(lab.pids.virtlogd, "virtlogd", problems);
+  for (const ns of [lab.ns, lab.peer]) {
+    if (!ns || (await sh(priv(["ip", "netns", "pids", ns]))).code !== 0) continue;
+    for (const pid of await nsPids(ns)) {
+      const comm = (() => { try { return readFileSync(`/proc/${pid}/comm`, "utf8").trim(); } catch { return "?"; } })();
+      problems.push(`process left in ${ns} after the daemons stopped: ${comm} (pid ${pid})`);
+      await stopPid(pid, comm, []);
+    }
+    await sh(priv(["ip", "netns", "del", ns]));
+  }
+  return problems;
+}
+
+// ---------- listeners ----------
+
+export interface Listener { addr: string; port: number; pid: number; stop: () => void }
+
+/** A TCP listener inside a namespace that greets every connection with TOKEN. */
+export async function listen(ns: string | null, addr: string, port: number): Promise<Listener> {
+  const argv = ns ? priv(["ip", "netns", "exec", ns, BUN, join(ROOT, "e2e/listen.ts"), addr, String(port)]) : [BUN, join(ROOT, "e2e/listen.ts"), addr, String(port)];
+  transcript?.add(`[${stamp()}] $ ${argv.join(" ")} &`);
+  const p = Bun.spawn(argv, { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+  const reader = (p.stdout as ReadableStream<Uint8Array>).getReader();
+  const first = await Promise.race([reader.read(), sleep(15_000).then(() => null)]);
+  const line = first && !first.done ? new TextDecoder().decode(first.value) : "";
+  if (!line.includes("listening")) {
+    p.kill();
+    throw new Error(`listener on ${addr}:${port} did not start: ${line}${await new Response(p.stderr).text()}`);
+  }
+  return { addr, port, pid: p.pid, stop: () => p.kill("SIGTERM") };
+}
+
+export const TOKEN = "aivm-e2e-ok";
+
+/** The guest-side probe: prints TOKEN when addr:port answers within `s` seconds. */
+export function probeCommand(addr: string, port: number, s = 6): string {
+  return `timeout ${s} bash -c 'exec 3<>/dev/tcp/${addr}/${port} && head -c ${TOKEN.length} <&3' 2>&1; echo " rc=$?"`;
+}
+
+// ---------- inventory (what must be gone at the end) ----------
+
+export interface Inventory { domains: string[]; networks: string[]; nftTables: string[]; links: string[] }
+
+export async function inventory(lab: Lab): Promise<Inventory> {
+  const lines = (s: string) => s.split("\n").map((l) => l.trim()).filter(Boolean);
+  const domains = lines((await sh(priv(["virsh", "-q", "-c", URI, "list", "--all", "--name"]))).stdout);
+  const networks = lines((await sh(priv(["virsh", "-q", "-c", URI, "net-list", "--all", "--name"]))).stdout);
+  const nftTables = lines((await sh(inNs(lab, ["nft", "list", "tables"]))).stdout);
+  const links = lines((await sh(inNs(lab, ["ip", "-o", "link", "show"]))).stdout).map((l) => l.split(":")[1]!.trim().split("@")[0]!);
+  return { domains, networks, nftTables, links };
+}
+
+/** Entries of `now` not in `before`. */
+export function added(before: Inventory, now: Inventory): Partial<Inventory> {
+  const out: Partial<Inventory> = {};
+  for (const k of Object.keys(now) as (keyof Inventory)[]) {
+    const extra = now[k].filter((x) => !before[k].includes(x));
+    if (extra.length) out[k] = extra;
+  }
+  return out;
+}
+
+// ---------- config text ----------
+
+/** Set `key = value` (value already TOML) in `[section]`, replacing an existing line or adding one after the header. */
+export function setTomlKey(text: string, section: string, key: string, value: string): string {
+  const lines = text.split("\n");
+  const header = lines.findIndex((l) => l.trim() === `[${section}]`);
+  if (header < 0) return `${text.trimEnd()}\n\n[${section}]\n${key} = ${value}\n`;
+  let end = lines.findIndex((l, i) => i > header && /^\s*\[/.test(l));
+  if (end < 0) end = lines.length;
+  const at = lines.findIndex((l, i) => i > header && i < end && new RegExp(`^\\s*${key}\\s*=`).test(l));
+  if (at >= 0) lines[at] = `${key} = ${value}`;
+  else lines.splice(header + 1, 0, `${key} = ${value}`);
+  return lines.join("\n");
+}
+
+export function ensureDir(p: string, mode = 0o755): string {
+  mkdirSync(p, { recursive: true, mode });
+  return p;
+}
