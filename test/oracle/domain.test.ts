@@ -1,7 +1,7 @@
 // Oracle: libvirt's own schema (virt-xml-validate) on rendered domain XML, for several specs and hostile values.
 // Opt-in (AIVM_ORACLE_LIBVIRT_EMBED=1, ~2 minutes): libvirt's QEMU driver, run embedded in virsh (no libvirtd),
 // defines each domain, which also runs the driver's semantic checks.
-import { describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -34,8 +34,10 @@ const specs: [string, DomainSpec][] = [
   }],
 ];
 
+const dir = mkdtempSync(join(tmpdir(), "aivm-domain-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
 describe.skipIf(!has("virt-xml-validate"))("virt-xml-validate FILE domain", () => {
-  const dir = mkdtempSync(join(tmpdir(), "aivm-domain-"));
   for (const [name, spec] of specs) {
     test(name, () => {
       const file = join(dir, `${name}.xml`);
@@ -51,8 +53,6 @@ describe.skipIf(!has("virt-xml-validate"))("virt-xml-validate FILE domain", () =
     writeFileSync(file, renderDomainXml(specs[0]![1]).replace("<on_crash>destroy</on_crash>", "<on_crash>explode</on_crash>"));
     expect(Bun.spawnSync(["virt-xml-validate", file, "domain"], { stderr: "pipe", stdout: "pipe" }).exitCode).not.toBe(0);
   });
-
-  test("cleanup", () => rmSync(dir, { recursive: true, force: true }));
 });
 
 const embed = process.env.AIVM_ORACLE_LIBVIRT_EMBED === "1" && has("virsh") && has("qemu-system-x86_64");
