@@ -68,11 +68,12 @@ function pinnedOptions(vm: Vm): string[] {
 }
 
 /**
- * ssh to the VM, ignoring the user's ssh config (-F /dev/null). `command` is passed like ssh passes it:
- * its words are joined with spaces and run by the guest user's shell.
+ * ssh to the VM, ignoring the user's ssh config (-F /dev/null), with the VM's identity only and its pinned host key only.
+ * `command` is passed like ssh passes it: its words are joined with spaces and run by the guest user's shell.
  */
 export function sshArgv(vm: Vm, ip: string, o: { tty?: boolean; command?: string[]; batch?: boolean; connectTimeoutS?: number } = {}): string[] {
-  const argv = ["ssh", "-F", "/dev/null", "-i", sshPath(vm.paths.sshIdentity), ...pinnedOptions(vm)];
+  // IdentityFile as an option, not -i: ssh checks a -i path literally but %-expands it later, so a path with % breaks
+  const argv = ["ssh", "-F", "/dev/null", "-o", `IdentityFile=${sshConfigPath(vm.paths.sshIdentity)}`, ...pinnedOptions(vm)];
   if (o.batch) argv.push("-o", "BatchMode=yes");
   if (o.connectTimeoutS !== undefined) {
     if (!Number.isInteger(o.connectTimeoutS) || o.connectTimeoutS < 1) throw new Error(`connect timeout ${o.connectTimeoutS} is not a positive integer`);
