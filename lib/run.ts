@@ -225,6 +225,7 @@ function summarize(a: Action, sudo: boolean): string {
 /** The real backend: zx underneath (loaded lazily, it costs startup time), node fs for files. */
 export class ZxBackend implements Backend {
   async exec(argv: string[], opts: ExecOptions): Promise<Result> {
+    if (opts.input !== undefined && !opts.inherit) return spawnWithInput(argv, opts);
     const { $ } = await import("zx");
     const p = $({
       quiet: true,
@@ -248,6 +249,33 @@ export class ZxBackend implements Backend {
     const { rm } = await import("node:fs/promises");
     await rm(path, { recursive: true, force: true });
   }
+}
+
+/**
+ * Bun's child_process (under zx) hands the child a socket as stdin, which `/dev/stdin` cannot open (ENXIO), so
+ * `virsh define /dev/stdin` failed. Bun.spawn with a Blob gives a memfd, which any reader can open.
+ */
+async function spawnWithInput(argv: string[], opts: ExecOptions): Promise<Result> {
+  let p: ReturnType<typeof Bun.spawn>;
+  try {
+    p = Bun.spawn(argv, {
+      stdin: new Blob([opts.input!]),
+      stdout: "pipe",
+      stderr: "pipe",
+      cwd: opts.cwd,
+      env: (opts.env ? { ...process.env, ...opts.env } : process.env) as Record<string, string>,
+      ...(opts.timeoutMs ? { timeout: opts.timeoutMs } : {}),
+    });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return { exitCode: 127, stdout: "", stderr: `${argv[0]}: command not found` };
+    throw e;
+  }
+  const [stdout, stderr, exitCode] = await Promise.all([
+    new Response(p.stdout as ReadableStream).text(),
+    new Response(p.stderr as ReadableStream).text(),
+    p.exited,
+  ]);
+  return { exitCode: p.signalCode ? 128 + 15 : exitCode, stdout, stderr };
 }
 
 export function realRunner(opts: RunnerOptions = {}): Runner {
