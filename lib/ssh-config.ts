@@ -94,12 +94,15 @@ export function endMarker(vmName: string): string {
   return `# <<< aivm:${vmName} <<<`;
 }
 
-/** The managed Host block for a VM (ends with a newline). */
-export function renderSshBlock(vm: Vm, ip: string): string {
+/** A note in place of the HostName line, for printing a VM whose address is not known yet. */
+export const NO_IP_NOTE = "# HostName: no IP known yet (run `aivm vm wait`)";
+
+/** The managed Host block for a VM (ends with a newline). `ip` null: the HostName line is a note instead (print only). */
+export function renderSshBlock(vm: Vm, ip: string | null): string {
   return [
     beginMarker(vm.name),
     `Host ${vm.name}`,
-    `  HostName ${checkIp(ip)}`,
+    ip === null ? `  ${NO_IP_NOTE}` : `  HostName ${checkIp(ip)}`,
     `  User ${vm.user}`,
     `  IdentityFile ${sshConfigPath(vm.paths.sshIdentity)}`,
     `  IdentitiesOnly yes`,

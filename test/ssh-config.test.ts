@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { resolveVm } from "../lib/config.ts";
 import {
-  beginMarker, endMarker, knownHostsLine, knownIp, removeBlock, removeSshConfig, renderSshBlock, sshArgv, upsertBlock, upsertSshConfig,
+  NO_IP_NOTE, beginMarker, endMarker, knownHostsLine, knownIp, removeBlock, removeSshConfig, renderSshBlock, sshArgv, upsertBlock, upsertSshConfig,
 } from "../lib/ssh-config.ts";
 import { aivm, isolatedEnv } from "./helpers/cli.ts";
 import { fakeRunner } from "./helpers/fake-runner.ts";
@@ -72,6 +72,12 @@ describe("renderSshBlock", () => {
     expect(b.startsWith(beginMarker(v.name) + "\n")).toBe(true);
     expect(b.endsWith(endMarker(v.name) + "\n")).toBe(true);
     expect(b).toMatchSnapshot();
+  });
+  test("no IP yet: a note in place of HostName, still a valid block", () => {
+    const b = renderSshBlock(vm(), null);
+    expect(b).toContain(`Host box\n  ${NO_IP_NOTE}\n`);
+    expect(b).not.toContain("HostName ");
+    expect(upsertBlock("", "box", b)).toBe(b);
   });
   test("refuses a bad IP", () => {
     expect(() => renderSshBlock(vm(), "10.0.0.5\nHost *")).toThrow();
@@ -271,11 +277,18 @@ describe("aivm ssh-config (the command, as a subprocess with an isolated HOME)",
     const sshDir = join(env.HOME!, ".ssh");
     const file = join(sshDir, "config");
 
+    // before `vm wait`: print shows the block without HostName (and says why); upsert refuses, exit 1
     const none = await aivm(["ssh-config", "print", "--vm", "box"], { env });
-    expect(none.exitCode).toBe(1);
-    expect(none.stdout).toBe("");
+    expect(none.exitCode).toBe(0);
+    expect(none.stdout).toContain(`Host box\n  ${NO_IP_NOTE}\n  User agent\n`);
+    expect(none.stdout).not.toContain("HostName ");
     expect(none.stderr).toContain("no IP known yet");
     expect(none.stderr).toContain("aivm vm wait");
+    const noIp = await aivm(["ssh-config", "upsert", "--vm", "box", "--yes"], { env });
+    expect(noIp.exitCode).toBe(1);
+    expect(noIp.stderr).toContain("no IP known yet");
+    expect(noIp.stderr).toContain("aivm vm wait");
+    expect(existsSync(file)).toBe(false);
 
     mkdirSync(vmDir, { recursive: true });
     writeFileSync(join(vmDir, "ip"), "10.77.0.42\n");

@@ -21,11 +21,14 @@ function ipOf(vm: Vm): string {
 export default group("ssh-config", "the managed block in ~/.ssh/config", {
   print: leaf({
     name: "print",
-    description: "print the VM's Host block",
+    description: "print the VM's Host block (before `aivm vm wait` has seen an IP, without HostName)",
     args: { ...globalArgs, ...vmArg },
     run: ({ args }) => {
       const { vm } = target(args);
-      out(renderSshBlock(vm, ipOf(vm)));
+      const ip = knownIp(vm);
+      // like every print command, this renders from [defaults] alone; upsert refuses to write a block without an address
+      if (!ip) log.warn(`${vm.name}: no IP known yet (${ipFile(vm)} is missing): the block has no HostName; run \`aivm vm wait\``);
+      out(renderSshBlock(vm, ip));
     },
   }),
   upsert: leaf({

@@ -49,6 +49,16 @@ function sshG(argv: string[]): Map<string, string[]> {
 }
 
 describe.skipIf(!has("ssh"))("ssh -G -F FILE <vm>", () => {
+  test("the block printed before an IP is known still parses (no HostName: ssh would use the alias)", () => {
+    const c = CASES[0]!;
+    const v = vm(c.name, c.root, c.identity);
+    const file = join(dir, "config-no-ip");
+    writeFileSync(file, renderSshBlock(v, null));
+    const g = sshG(["ssh", "-G", "-F", file, v.name]);
+    expect(g.get("hostname")).toEqual([v.name]);
+    expect(g.get("hostkeyalias")).toEqual([v.name]);
+  });
+
   for (const c of CASES) {
     test(`${c.name}: the block reads back`, () => {
       const v = vm(c.name, c.root, c.identity);
