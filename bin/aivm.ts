@@ -1,51 +1,47 @@
 #!/usr/bin/env bun
 // The dispatcher: root command, lazily loaded groups, one main() that maps errors to exit codes.
 import "../lib/env.ts";
-import { defineCommand, renderUsage, runCommand, type CommandDef } from "citty";
+import { renderUsage, runCommand, type CommandDef } from "citty";
+import { root } from "../lib/cli/root.ts";
 import { EXIT, formatError } from "../lib/errors.ts";
 import pkg from "../package.json" with { type: "json" };
-
-const lazy = (load: () => Promise<{ default: CommandDef<any> }>) => () => load().then((m) => m.default);
-
-export const root = defineCommand({
-  meta: { name: "aivm", version: pkg.version, description: "Local libvirt/KVM sandbox VMs for coding agents" },
-  subCommands: {
-    config: lazy(() => import("../lib/cli/config.ts")),
-    net: lazy(() => import("../lib/cli/net.ts")),
-    fw: lazy(() => import("../lib/cli/fw.ts")),
-    image: lazy(() => import("../lib/cli/image.ts")),
-    vm: lazy(() => import("../lib/cli/vm.ts")),
-    share: lazy(() => import("../lib/cli/share.ts")),
-    "ssh-config": lazy(() => import("../lib/cli/ssh-config.ts")),
-    up: () => import("../lib/cli/session.ts").then((m) => m.up),
-    code: () => import("../lib/cli/session.ts").then((m) => m.code),
-    ssh: () => import("../lib/cli/session.ts").then((m) => m.ssh),
-    status: () => import("../lib/cli/status.ts").then((m) => m.status),
-    list: () => import("../lib/cli/status.ts").then((m) => m.list),
-    doctor: () => import("../lib/cli/status.ts").then((m) => m.doctor),
-    host: () => import("../lib/cli/status.ts").then((m) => m.host),
-    help: () => import("../lib/cli/status.ts").then((m) => m.help),
-    completion: () => import("../lib/cli/status.ts").then((m) => m.completion),
-  },
-});
 
 async function resolve<T>(v: T | (() => T | Promise<T>) | Promise<T>): Promise<T> {
   return typeof v === "function" ? await (v as () => T | Promise<T>)() : await v;
 }
 
-/** The deepest command named by the positional words of argv, and its parents. */
-async function findCommand(argv: string[]): Promise<{ cmd: CommandDef<any>; parent?: CommandDef<any> }> {
+/** Flags that take a value (`--config F`): their value is not a command word. */
+const VALUE_FLAGS = new Set(["--config", "--vm", "--mode", "--access", "--guest-dst", "--part", "--restart", "--suite", "--mirror", "--timeout", "--list", "--image-url", "--image-sha256"]);
+
+/**
+ * Split argv into the command path (`vm up`) and everything else, wherever the global flags were typed:
+ * citty takes the first non-flag word as the subcommand, so `--config F vm up` must become `vm up --config F`.
+ */
+async function splitPath(argv: string[]): Promise<{ cmd: CommandDef<any>; parent?: CommandDef<any>; path: string[]; rest: string[] }> {
   let cmd: CommandDef<any> = root;
   let parent: CommandDef<any> | undefined;
-  for (const word of argv) {
-    if (word === "--") break;
-    if (word.startsWith("-")) continue;
+  const path: string[] = [];
+  const rest: string[] = [];
+  let positional = false;
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === "--") { rest.push(...argv.slice(i)); break; }
+    if (word.startsWith("-")) {
+      rest.push(word);
+      if (VALUE_FLAGS.has(word) && i + 1 < argv.length) rest.push(argv[++i]!);
+      continue;
+    }
     const subs = await resolve(cmd.subCommands);
-    if (!subs || !(word in subs)) break;
-    parent = cmd;
-    cmd = await resolve((subs as Record<string, any>)[word]);
+    if (!positional && subs && word in subs) {
+      parent = cmd;
+      cmd = await resolve((subs as Record<string, any>)[word]);
+      path.push(word);
+    } else {
+      positional = true;
+      rest.push(word);
+    }
   }
-  return { cmd, parent };
+  return { cmd, parent, path, rest };
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -56,20 +52,20 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT.OK;
     }
     if (argv.length === 0 || beforeDash.includes("--help") || beforeDash.includes("-h")) {
-      const { cmd, parent } = await findCommand(argv);
+      const { cmd, parent } = await splitPath(argv);
       process.stdout.write((await renderUsage(cmd, parent)) + "\n");
       return argv.length === 0 ? EXIT.USAGE : EXIT.OK;
     }
-    const { cmd } = await findCommand(argv);
-    if (cmd !== root && cmd.subCommands && !cmd.run) {
-      const words = beforeDash.filter((w) => !w.startsWith("-"));
-      const subs = await resolve(cmd.subCommands) as Record<string, unknown>;
-      const asked = words[words.findIndex((w) => !(w in subs) && w !== (cmd.meta as { name?: string })?.name)];
-      const name = (await resolve(cmd.meta))?.name;
-      process.stderr.write(asked ? `aivm: unknown command: ${name} ${asked}\n` : `aivm: ${name}: which subcommand? one of: ${Object.keys(subs).join(", ")}\n`);
+    const { cmd, path, rest } = await splitPath(argv);
+    if (cmd.subCommands && !cmd.run) {
+      const subs = (await resolve(cmd.subCommands)) as Record<string, unknown>;
+      const asked = rest.find((w, i) => !w.startsWith("-") && !VALUE_FLAGS.has(rest[i - 1] ?? ""));
+      const name = path.join(" ");
+      if (cmd === root) process.stderr.write(`aivm: unknown command ${asked ?? ""}\nhint: see \`aivm --help\`\n`);
+      else process.stderr.write(asked ? `aivm: unknown command: ${name} ${asked}\nhint: see \`aivm ${name} --help\`\n` : `aivm: ${name}: which subcommand? one of: ${Object.keys(subs).join(", ")}\n`);
       return EXIT.USAGE;
     }
-    await runCommand(root, { rawArgs: argv });
+    await runCommand(root, { rawArgs: [...path, ...rest] });
     return Number(process.exitCode ?? 0);
   } catch (err) {
     const e = err as { code?: string; message?: string };

@@ -1,13 +1,106 @@
-import { group, pending } from "./command.ts";
-import { globalArgs, readArgs, mutateArgs, vmArg } from "./_shared.ts";
+import { group, leaf, pending } from "./command.ts";
+import { context, globalArgs, readArgs, mutateArgs, vmArg } from "./_shared.ts";
+import { isDefaultConfigPath, networkNames, resolvePaths, vmNames } from "../config.ts";
+import { out, outJson, log } from "../log.ts";
+import { AivmError, EXIT, UsageError } from "../errors.ts";
+import { shellQuote } from "../run.ts";
 
 export const status = pending("status", "every layer: true, false or unknown with a reason", { ...readArgs, ...vmArg, detail: { type: "boolean", description: "show the evidence" } });
-export const list = pending("list", "VMs, networks and attachments", readArgs);
-export const doctor = pending("doctor", "can this host run aivm?", readArgs);
+
+export const list = leaf({
+  name: "list",
+  description: "VMs, networks and attachments (live state when libvirtd answers)",
+  args: readArgs,
+  async run({ args }) {
+    const ctx = context(args);
+    const { listAll, formatListing } = await import("../list.ts");
+    const l = await listAll(ctx.runner, ctx.store.doc);
+    if (l.libvirt.error) log.warn(`live state unknown: ${l.libvirt.error}`);
+    if (ctx.json) outJson(l);
+    else out(formatListing(l));
+  },
+});
+
+export const doctor = leaf({
+  name: "doctor",
+  description: "can this host run aivm? (exit 0 only when everything needed is there)",
+  args: readArgs,
+  async run({ args }) {
+    const ctx = context(args);
+    const { doctor: check, formatChecks } = await import("../host.ts");
+    const checks = await check(ctx.runner, resolvePaths(ctx.store.doc));
+    if (ctx.json) outJson({ ok: checks.every((c) => c.ok || c.optional), checks });
+    else out(formatChecks(checks).join("\n"));
+    const failed = checks.filter((c) => !c.ok && !c.optional);
+    if (failed.length) throw new AivmError("doctor", `${failed.length} check(s) failed: ${failed.map((c) => c.name).join(", ")}`, EXIT.FAILED);
+  },
+});
+
 export const host = group("host", "host set-up", {
-  "install-deps": pending("host install-deps", "install the host packages aivm needs", mutateArgs),
+  "install-deps": leaf({
+    name: "install-deps",
+    description: "install the host packages aivm needs (Debian/Ubuntu: apt-get, after asking)",
+    args: mutateArgs,
+    async run({ args }) {
+      const ctx = context(args, { loadConfig: false });
+      const { DEBIAN_PACKAGES, installDepsStep, isDebianLike, readOsRelease } = await import("../host.ts");
+      if (!isDebianLike(readOsRelease())) {
+        throw new AivmError("host install-deps", "only Debian and Ubuntu are supported here", EXIT.FAILED, `install the equivalents of: ${DEBIAN_PACKAGES.join(" ")}`);
+      }
+      await ctx.runner.step(installDepsStep());
+    },
+  }),
 });
+
+export function planLines(configPath: string): string[] {
+  const c = isDefaultConfigPath(configPath) ? "" : ` --config ${shellQuote(configPath)}`;
+  return [
+    `1. aivm config init${c}          # detect defaults: SSH key, free subnet, sizes, pinned image`,
+    `2. aivm doctor${c}               # check the host can run aivm`,
+    `3. aivm net create${c}           # the VM's own NAT network`,
+    `4. aivm fw apply${c}             # its nftables isolation`,
+    `5. aivm image fetch${c}          # the pinned base image, verified`,
+    `6. aivm vm create${c} && aivm vm up${c}   # overlay disk, seed, domain; start it`,
+    `7. aivm vm wait${c}              # IP, SSH with the pinned host key, cloud-init`,
+    `8. aivm ssh-config upsert${c}    # the ~/.ssh/config block`,
+    `9. aivm code${c} .               # open this folder in VS Code inside the VM`,
+    `(steps 3-8 in one command: aivm up${c})`,
+  ];
+}
+
 export const help = group("help", "guides", {
-  plan: pending("help plan", "the step-by-step flow", globalArgs),
+  plan: leaf({
+    name: "plan",
+    description: "the explicit step-by-step flow",
+    args: globalArgs,
+    run({ args }) {
+      const ctx = context(args, { loadConfig: false });
+      out(planLines(ctx.configPath).join("\n"));
+    },
+  }),
 });
-export const completion = pending("completion", "print a shell completion script (bash|zsh|fish)", { shell: { type: "positional", required: true, description: "bash | zsh | fish" } });
+
+export const completion = leaf({
+  name: "completion",
+  description: "print a shell completion script: bash | zsh | fish",
+  args: {
+    ...globalArgs,
+    shell: { type: "positional", required: false, description: "bash | zsh | fish", valueHint: "SHELL" },
+    list: { type: "string", description: "print names for completion: vms | networks", valueHint: "WHAT" },
+  },
+  async run({ args }) {
+    if (args.list) {
+      const ctx = context(args);
+      if (args.list === "vms") out(vmNames(ctx.store.doc).join("\n"));
+      else if (args.list === "networks") out(networkNames(ctx.store.doc).join("\n"));
+      else throw new UsageError("completion --list", `${args.list} is not one of: vms, networks`);
+      return;
+    }
+    const shell = args.shell as string | undefined;
+    if (!shell || !["bash", "zsh", "fish"].includes(shell)) throw new UsageError("completion", `${shell ? `${shell} is not` : "name"} one of: bash, zsh, fish`);
+    const { root } = await import("./root.ts");
+    const c = await import("../completion.ts");
+    const nodes = await c.commandTree(root);
+    out(shell === "bash" ? c.bashScript(nodes) : shell === "zsh" ? c.zshScript(nodes) : c.fishScript(nodes));
+  },
+});

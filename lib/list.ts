@@ -1,0 +1,76 @@
+// `aivm list`: VMs, networks and attachments from the store, with live state from libvirt when it answers.
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { networkNames, resolvePaths, resolveVm, resolveNetwork, vmNames, type StoreDoc } from "./config.ts";
+import type { Runner } from "./run.ts";
+import { virshRead } from "./virsh.ts";
+
+export interface Listing {
+  libvirt: { reachable: boolean; uri: string; error?: string };
+  vms: { name: string; recorded: boolean; state: string; network: string; ip: string | null; attachments: number }[];
+  networks: { name: string; recorded: boolean; active: boolean | null; bridge: string; subnet: string; vms: string[] }[];
+  attachments: { host_path: string; vm: string; mode: string; access: string; guest_dst: string }[];
+}
+
+/** `virsh list --all` / `net-list --all` table rows -> name -> state */
+export function parseTable(text: string, nameCol: number, stateCols: [number, number?]): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const line of text.split("\n")) {
+    const cols = line.trim().split(/\s+/);
+    if (cols.length <= nameCol || !line.trim()) continue;
+    const [a, b] = stateCols;
+    m.set(cols[nameCol]!, cols.slice(a, b).join(" "));
+  }
+  return m;
+}
+
+export async function listAll(runner: Runner, doc: StoreDoc): Promise<Listing> {
+  const uri = resolvePaths(doc).libvirtUri;
+  let domains: Map<string, string> | null = null;
+  let nets: Map<string, string> | null = null;
+  let error: string | undefined;
+  try {
+    const d = await virshRead(runner, uri, ["list", "--all"]);
+    const n = await virshRead(runner, uri, ["net-list", "--all"]);
+    if (d.exitCode === 0) domains = parseTable(d.stdout, 1, [2]);
+    if (n.exitCode === 0) nets = parseTable(n.stdout, 0, [1, 2]);
+  } catch (e) {
+    error = (e as Error).message;
+  }
+  const vms = vmNames(doc).map((name) => {
+    const vm = resolveVm(doc, name);
+    const ipFile = join(vm.dir, "ip");
+    return {
+      name,
+      recorded: vm.recorded,
+      state: domains ? (domains.get(name) ?? "absent") : "unknown (libvirtd unreachable)",
+      network: vm.network.name,
+      ip: existsSync(ipFile) ? readFileSync(ipFile, "utf8").trim() || null : null,
+      attachments: vm.attachments.length,
+    };
+  });
+  const networks = networkNames(doc).map((name) => {
+    const n = resolveNetwork(doc, name);
+    return {
+      name,
+      recorded: (doc.networks ?? []).some((x) => x.name === name),
+      active: nets ? nets.get(name) === "active" : null,
+      bridge: n.bridge,
+      subnet: n.subnet,
+      vms: vms.filter((v) => v.network === name).map((v) => v.name),
+    };
+  });
+  const attachments = (doc.vms ?? []).flatMap((v) => (v.attachments ?? []).map((a) => ({ host_path: a.host_path, vm: v.name, mode: a.mode, access: a.access, guest_dst: a.guest_dst })));
+  return { libvirt: { reachable: !!domains && !!nets, uri, ...(error ? { error } : {}) }, vms, networks, attachments };
+}
+
+export function formatListing(l: Listing): string {
+  const rows: string[] = ["VMS"];
+  for (const v of l.vms) rows.push(`  ${v.name}  state=${v.state}  network=${v.network}  ip=${v.ip ?? "-"}  attachments=${v.attachments}${v.recorded ? "" : "  (from [defaults], not created)"}`);
+  rows.push("NETWORKS");
+  for (const n of l.networks) rows.push(`  ${n.name}  active=${n.active === null ? "unknown" : n.active ? "yes" : "no"}  bridge=${n.bridge}  subnet=${n.subnet}  vms=${n.vms.join(",") || "-"}`);
+  rows.push("ATTACHMENTS");
+  for (const a of l.attachments) rows.push(`  ${a.host_path}  vm=${a.vm}  mode=${a.mode}  access=${a.access}  guest=${a.guest_dst}`);
+  if (!l.attachments.length) rows.push("  (none)");
+  return rows.join("\n");
+}
