@@ -1,0 +1,121 @@
+// `make bench`: ratios measured in one run, written to bench/RESULTS.md. Figures, not assertions.
+//  1. CLI overhead: dist/aivm --help and dist/aivm list --json against `true` and `virsh list --all`.
+//  2. vm create with a 1 GiB and an 8 GiB base image (an overlay: the ratio should stay near 1).
+//  3. aivm up of a created VM until it returns (SSH and cloud-init ready) against the guest's own boot time,
+//     read from its serial console ("Cloud-init ... finished ... Up N seconds").
+// Runs inside a private network namespace with its own libvirtd (the e2e harness), as root.
+import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { BIN, ensureDir, inNs, must, preflight, setTomlKey, sh, startLab, stopLab, type Lab } from "../e2e/harness.ts";
+
+const RUNS = Number(process.env.AIVM_BENCH_RUNS ?? 15);
+const CACHE_HOME = process.env.AIVM_E2E_CACHE || "/var/tmp/aivm-e2e-cache";
+const lines: string[] = [];
+const say = (s: string) => { console.error(s); lines.push(s); };
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function timeIt(argv: string[], runs = RUNS): Promise<number> {
+  const ms: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t = performance.now();
+    const r = await sh(argv);
+    ms.push(performance.now() - t);
+    if (r.code !== 0) throw new Error(`${argv.join(" ")} exited ${r.code}: ${r.stderr.trim()}`);
+  }
+  return median(ms);
+}
+
+const missing = preflight();
+if (missing.length) {
+  console.error(`bench: skipped: missing ${missing.join(", ")}`);
+  process.exit(0);
+}
+if (!existsSync(BIN)) await must(["make", "build"]);
+
+const runDir = mkdtempSync("/var/tmp/aivm-bench-");
+chmodSync(runDir, 0o755);
+const home = ensureDir(join(runDir, "home"));
+const env: Record<string, string> = {
+  PATH: `${process.env.PATH}:/usr/sbin:/sbin`, HOME: home, NO_COLOR: "1", LANG: "C.UTF-8",
+  XDG_CONFIG_HOME: ensureDir(join(runDir, "config")), XDG_DATA_HOME: ensureDir(join(runDir, "data")), XDG_CACHE_HOME: ensureDir(CACHE_HOME),
+};
+ensureDir(join(home, ".ssh"), 0o700);
+await must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", join(home, ".ssh", "id_aivm_ed25519")]);
+const cfg = join(env.XDG_CONFIG_HOME!, "aivm", "config.toml");
+
+let lab: Lab | null = null;
+const aivm = (args: string[]) => inNs(lab!, [BIN, ...args], env);
+const ok = async (args: string[]) => must(aivm(args), { timeoutMs: 20 * 60_000 });
+
+try {
+  const built = await must([BIN, "image", "build", "--debootstrap"], { env, timeoutMs: 30 * 60_000, live: true });
+  const image = built.stdout.trim();
+  const sha = image.split("/").pop()!.replace(/\.img$/, "");
+  lab = await startLab(runDir, Math.random().toString(16).slice(2, 8));
+  await ok(["config", "init", "--defaults", "--yes", "--image-url", `file://${image}`, "--image-sha256", sha]);
+
+  // 1. CLI overhead
+  const tTrue = await timeIt(["true"]);
+  const tHelp = await timeIt([BIN, "--help"]);
+  const tList = await timeIt(aivm(["list", "--json"]));
+  const tVirsh = await timeIt(inNs(lab, ["virsh", "-q", "-c", "qemu:///system", "list", "--all"]));
+  const tNs = await timeIt(inNs(lab, ["true"]));
+  say(`## CLI overhead (median of ${RUNS} runs)`);
+  say(`- \`true\`: ${tTrue.toFixed(1)} ms; \`ip netns exec … true\`: ${tNs.toFixed(1)} ms (the floor of the two namespace commands below)`);
+  say(`- \`dist/aivm --help\`: ${tHelp.toFixed(1)} ms = ${(tHelp / tTrue).toFixed(1)}x \`true\``);
+  say(`- \`dist/aivm list --json\`: ${tList.toFixed(1)} ms = ${(tList / tVirsh).toFixed(2)}x \`virsh list --all\` (${tVirsh.toFixed(1)} ms; list runs two virsh calls)`);
+  say(`- \`dist/aivm --help\` vs \`virsh list --all\`: ${(tHelp / tVirsh).toFixed(2)}x`);
+
+  // 2. vm create with a 1 GiB and an 8 GiB base (fully allocated raw files, so a copy would show)
+  say(`## vm create: 1 GiB vs 8 GiB base image`);
+  const sizes: Record<string, number> = {};
+  for (const gib of [1, 8]) {
+    const raw = join(runDir, `base-${gib}g.raw`);
+    await must(["fallocate", "-l", `${gib}G`, raw]);
+    const h = (await must(["sha256sum", raw], { timeoutMs: 10 * 60_000 })).stdout.split(" ")[0]!;
+    const name = `bench-${gib}g`;
+    let text = readFileSync(cfg, "utf8");
+    text += `\n[[vms]]\nname = "${name}"\nnetwork = "aivm-net"\ndisk_gib = 20\n\n[vms.image]\nurl = "file://${raw}"\nsha256 = "${h}"\n`;
+    writeFileSync(cfg, text);
+    await ok(["image", "fetch", "--vm", name]);
+    await ok(["net", "create", "--yes"]);
+    const ms: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const t = performance.now();
+      await ok(["vm", "create", "--vm", name, "--yes"]);
+      ms.push(performance.now() - t);
+      await ok(["vm", "delete", "--vm", name, "--yes"]);
+    }
+    sizes[gib] = median(ms);
+    say(`- ${gib} GiB base: ${sizes[gib]!.toFixed(0)} ms (median of 3)`);
+  }
+  say(`- ratio 8 GiB / 1 GiB: ${(sizes[8]! / sizes[1]!).toFixed(2)}`);
+
+  // 3. up to SSH-ready vs the guest's own boot time
+  say(`## aivm up (created VM) to SSH and cloud-init ready vs the guest's own boot`);
+  let text = readFileSync(cfg, "utf8");
+  text = setTomlKey(text, "defaults.vm", "name", '"bench-boot"');
+  writeFileSync(cfg, text);
+  await ok(["vm", "create", "--vm", "bench-boot", "--yes"]);
+  const t = performance.now();
+  await ok(["up", "--vm", "bench-boot", "--yes"]);
+  const upMs = performance.now() - t;
+  const log = readFileSync(join(env.XDG_DATA_HOME!, "aivm", "vms", "bench-boot", "console.log"), "utf8");
+  const m = /Cloud-init v\. \S+ finished at .*?Up ([\d.]+) seconds/.exec(log);
+  const guestS = m ? Number(m[1]) : NaN;
+  say(`- aivm up: ${(upMs / 1000).toFixed(1)} s; the guest's uptime when cloud-init finished: ${guestS.toFixed(1)} s (serial console)`);
+  say(`- aivm's overhead (up, minus the guest's boot to cloud-init done): ${(upMs / 1000 - guestS).toFixed(1)} s (includes libvirt start and firmware before the kernel's clock starts)`);
+  await ok(["vm", "delete", "--vm", "bench-boot", "--yes"]);
+  await ok(["fw", "remove", "--yes"]);
+  await ok(["net", "destroy", "--yes", "--force"]);
+} finally {
+  if (lab) for (const p of await stopLab(lab)) console.error(`bench: ${p}`);
+}
+
+const out = `# Benchmark results\n\nMeasured by \`make bench\` on ${new Date().toISOString().slice(0, 10)} (${(await sh(["nproc"])).stdout.trim()} cores, TCG guest).\n\n${lines.join("\n")}\n`;
+writeFileSync(join(import.meta.dir, "RESULTS.md"), out);
+console.log(out);
