@@ -18,6 +18,8 @@ export const RECIPE_VERSION = 1;
 export const INCLUDE = [
   "systemd-sysv", "udev", "cloud-init", "python3-cffi-backend", "openssh-server", "linux-image-cloud-amd64",
   "isc-dhcp-client", "netplan.io", "sudo", "iproute2", "kmod", "ca-certificates", "git",
+  // systemd-logind needs the system bus; without it the ACPI power button (`virsh shutdown`) is ignored
+  "dbus",
 ];
 
 export const DISK_SIZE = "3G";
