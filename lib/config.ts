@@ -43,6 +43,7 @@ export const VM_KEYS: Section = {
   accel: { type: "string", doc: "auto | kvm | tcg (auto: KVM only when usable and the CPU has vmx/svm)", check: oneOf("auto", "kvm", "tcg") },
   shutdown_timeout_s: { type: "int", doc: "seconds `vm down` waits for an ACPI shutdown before forcing off", check: int(1, 3600) },
   wait_timeout_s: { type: "int", doc: "seconds `vm wait` waits for IP, SSH and cloud-init", check: int(10, 86400) },
+  imported: { type: "bool", doc: "recorded by `aivm config discover`: aivm did not create its disk, seed or host key (never removed by aivm)" },
 };
 
 export const NETWORK_KEYS: Section = {
@@ -91,7 +92,7 @@ export interface FirewallDoc { enabled?: boolean; allow_tcp_ports?: number[]; al
 export interface NetworkDoc { name?: string; bridge?: string; subnet?: string; gateway?: string; dhcp_start?: string; dhcp_end?: string }
 export interface ImageDoc { url?: string; sha256?: string }
 export interface PathsDoc { vm_root?: string; image_cache?: string; ssh_identity?: string; libvirt_uri?: string }
-export interface VmDoc { name?: string; user?: string; cpus?: number; memory_mib?: number; disk_gib?: number; accel?: Accel; shutdown_timeout_s?: number; wait_timeout_s?: number }
+export interface VmDoc { name?: string; user?: string; cpus?: number; memory_mib?: number; disk_gib?: number; accel?: Accel; shutdown_timeout_s?: number; wait_timeout_s?: number; imported?: boolean }
 export interface AttachmentDoc { host_path: string; mode: Mode; access: Access; guest_dst: string }
 
 export interface StoreDoc {
@@ -114,6 +115,8 @@ export interface Vm {
   dir: string;
   /** the VM is recorded in [[vms]] (false: synthesized from [defaults]) */
   recorded: boolean;
+  /** recorded by `aivm config discover`: a domain aivm did not create (set only when true) */
+  imported?: boolean;
 }
 
 export const UBUNTU_2404 = {
@@ -648,6 +651,7 @@ export function resolveVm(doc: StoreDoc, name?: string): Vm {
     attachments: r.attachments ?? [],
     dir: join(paths.vmRoot, vmName),
     recorded: !!rec,
+    ...(rec?.imported ? { imported: true } : {}),
   };
 }
 

@@ -1,11 +1,22 @@
-import { group, leaf, pending } from "./command.ts";
+import { group, leaf } from "./command.ts";
 import { context, globalArgs, readArgs, mutateArgs, vmArg } from "./_shared.ts";
 import { isDefaultConfigPath, networkNames, resolvePaths, vmNames } from "../config.ts";
 import { out, outJson, log } from "../log.ts";
 import { AivmError, EXIT, UsageError } from "../errors.ts";
 import { shellQuote } from "../run.ts";
 
-export const status = pending("status", "every layer: true, false or unknown with a reason", { ...readArgs, ...vmArg, detail: { type: "boolean", description: "show the evidence" } });
+export const status = leaf({
+  name: "status",
+  description: "every layer: true, false or unknown with a reason, and the next command to run (exit 0 whenever it could report)",
+  args: { ...readArgs, ...vmArg, detail: { type: "boolean", description: "show the evidence, and re-hash the base image" } },
+  async run({ args }) {
+    const ctx = context(args);
+    const { collectStatus, formatStatus } = await import("../status.ts");
+    const report = await collectStatus(ctx.runner, ctx.store.doc, { configPath: ctx.configPath, vmName: args.vm as string | undefined, detail: !!args.detail });
+    if (ctx.json) outJson(report);
+    else out(formatStatus(report, { detail: !!args.detail }));
+  },
+});
 
 export const list = leaf({
   name: "list",
