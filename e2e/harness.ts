@@ -1,7 +1,7 @@
 // The e2e harness: commands with a transcript, a private network namespace with its own libvirtd/virtlogd,
 // a peer namespace standing in for "the LAN", listeners, and the inventory that proves nothing is left behind.
 // Only the compiled dist/aivm is driven; this file talks to ip/virsh/nft directly only to set up and to check.
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 export const ROOT = resolve(import.meta.dir, "..");
@@ -133,6 +133,16 @@ export function alive(pid: number | undefined): boolean {
   }
 }
 
+/** /dev/kvm is there but the CPU flags show no vmx/svm (a paravirtual KVM that hangs real guests): aivm uses TCG. */
+export function kvmBroken(): boolean {
+  if (!existsSync("/dev/kvm")) return false;
+  try {
+    return !/\b(vmx|svm)\b/.test(readFileSync("/proc/cpuinfo", "utf8"));
+  } catch {
+    return false;
+  }
+}
+
 /** A private netns (loopback up) with virtlogd and libvirtd inside, or the running system libvirtd. */
 export async function startLab(runDir: string, tag: string): Promise<Lab> {
   const libvirtdLog = join(runDir, "libvirtd.log");
@@ -147,7 +157,16 @@ export async function startLab(runDir: string, tag: string): Promise<Lab> {
   await must(priv(["ip", "netns", "add", lab.ns!]));
   await must(inNs(lab, ["ip", "link", "set", "lo", "up"]));
   await must(inNs(lab, ["virtlogd", "-d"]));
-  await must(inNs(lab, ["env", `LIBVIRT_LOG_OUTPUTS=3:file:${libvirtdLog}`, "libvirtd", "-d"]));
+  const daemon = ["env", `LIBVIRT_LOG_OUTPUTS=3:file:${libvirtdLog}`, "libvirtd", "-d"];
+  if (kvmBroken()) {
+    // /dev/kvm exists but cannot run guests: libvirt then finds "KVM usable but not in the cached capabilities" and
+    // re-probes qemu on every define/start (48 s each here). In libvirtd's own mount namespace, hide /dev/kvm.
+    const blocker = join(runDir, "no-kvm");
+    writeFileSync(blocker, "", { mode: 0o000 });
+    await must(inNs(lab, ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", 'mount --bind "$0" /dev/kvm && exec "$@"', blocker, ...daemon]));
+  } else {
+    await must(inNs(lab, daemon));
+  }
   const t0 = Date.now();
   while ((await sh(priv(["virsh", "-q", "-c", URI, "version"]), { timeoutMs: 10_000 })).code !== 0) {
     if (Date.now() - t0 > 60_000) throw new Error(`libvirtd did not answer on ${URI} within 60 s (log: ${libvirtdLog})`);
