@@ -62,7 +62,7 @@ export interface StatusReport {
 
 // ---------- the live domain ----------
 
-export interface LiveDisk { device: string; file?: string; target?: string; readonly: boolean }
+export interface LiveDisk { device: string; file?: string; target?: string; format?: string; readonly: boolean }
 export interface LiveInterface { type: string; network?: string; bridge?: string; mac?: string }
 export interface LiveFilesystem { driver?: string; source?: string; target?: string; readonly: boolean }
 export interface LiveDomain {
@@ -107,7 +107,8 @@ export function parseDomainXml(xml: string): LiveDomain {
     currentMemoryKib: memKib(xml, "currentMemory"),
     disks: blocks("disk").map((b) => {
       const src = firstTag(b, "source");
-      return { device: attr(firstTag(b, "disk"), "device") ?? "disk", file: attr(src, "file") ?? attr(src, "dev"), target: attr(firstTag(b, "target"), "dev"), readonly: /<readonly\s*\/>/.test(b) };
+      const format = attr(firstTag(b, "driver"), "type");
+      return { device: attr(firstTag(b, "disk"), "device") ?? "disk", file: attr(src, "file") ?? attr(src, "dev"), target: attr(firstTag(b, "target"), "dev"), ...(format ? { format } : {}), readonly: /<readonly\s*\/>/.test(b) };
     }),
     interfaces: blocks("interface").map((b) => {
       const src = firstTag(b, "source");

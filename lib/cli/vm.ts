@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync, rmdirSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
-import { group, leaf, pending } from "./command.ts";
+import { group, leaf } from "./command.ts";
 import { afterDashDash, context, globalArgs, readArgs, mutateArgs, vmArg, type Ctx } from "./_shared.ts";
 import { recordVm, resolveVm, updateStore, vmNames, type Vm } from "../config.ts";
 import { AivmError, EXIT, PassThroughExit, UsageError } from "../errors.ts";
@@ -260,5 +260,25 @@ export default group("vm", "VM lifecycle", {
       out(text);
     },
   }),
-  update: pending("vm update", "apply config drift to the VM", { ...m, restart: { type: "string", description: "auto | always | never", default: "auto" } }),
+  update: leaf({
+    name: "update",
+    description: "apply config drift to the VM: vCPUs and memory (restart), disk grow only, firewall ports; prints the plan first",
+    args: { ...m, restart: { type: "string", description: "auto (ask, or --yes) | always | never", default: "auto", valueHint: "WHEN" } },
+    async run({ args }) {
+      const { RESTART_POLICIES, applyUpdate, describePlan, planUpdate, updateFacts } = await import("../vm-update.ts");
+      const policy = String(args.restart ?? "auto");
+      if (!(RESTART_POLICIES as string[]).includes(policy)) throw new UsageError("vm update --restart", `${policy} is not one of: ${RESTART_POLICIES.join(", ")}`);
+      const { ctx, vm } = target(args);
+      await withVmLock(vm, async () => {
+        const plan = planUpdate(vm, await updateFacts(ctx.runner, vm));
+        for (const l of describePlan(plan)) log.info(l);
+        const res = await applyUpdate(ctx.runner, vm, plan, { restart: policy as "auto" | "always" | "never" });
+        if (ctx.dryRun) return;
+        if (res.applied.length) log.info(`${vm.name}: updated ${res.applied.join(", ")}`);
+        if (res.fsGrown) log.info(`${vm.name}: the guest's root filesystem was grown to the new disk size`);
+        if (res.restarted) log.info(`${vm.name}: restarted; wait for it with \`aivm vm wait\``);
+        if (res.restartPending) log.warn(`${vm.name}: a restart is pending for the changes to take effect: run \`aivm vm restart${(ctx.store.doc.vms ?? []).length > 1 ? ` --vm ${vm.name}` : ""}\``);
+      });
+    },
+  }),
 });
