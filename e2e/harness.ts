@@ -1,7 +1,7 @@
 // The e2e harness: commands with a transcript, a private network namespace with its own libvirtd/virtlogd,
 // a peer namespace standing in for "the LAN", listeners, and the inventory that proves nothing is left behind.
 // Only the compiled dist/aivm is driven; this file talks to ip/virsh/nft directly only to set up and to check.
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 export const ROOT = resolve(import.meta.dir, "..");
@@ -160,9 +160,10 @@ export async function startLab(runDir: string, tag: string): Promise<Lab> {
   const daemon = ["env", `LIBVIRT_LOG_OUTPUTS=3:file:${libvirtdLog}`, "libvirtd", "-d"];
   if (kvmBroken()) {
     // /dev/kvm exists but cannot run guests: libvirt then finds "KVM usable but not in the cached capabilities" and
-    // re-probes qemu on every define/start (48 s each here). In libvirtd's own mount namespace, hide /dev/kvm.
+    // re-probes qemu on every define/start (48 s each here). In libvirtd's own mount namespace, cover /dev/kvm with a
+    // mode-000 character device (a null device: libvirt still finds a device node to copy into each domain's /dev).
     const blocker = join(runDir, "no-kvm");
-    writeFileSync(blocker, "", { mode: 0o000 });
+    await must(priv(["mknod", "-m", "000", blocker, "c", "1", "3"]));
     await must(inNs(lab, ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", 'mount --bind "$0" /dev/kvm && exec "$@"', blocker, ...daemon]));
   } else {
     await must(inNs(lab, daemon));
