@@ -1,4 +1,4 @@
-// aivm config init|show|path|edit|lint
+// aivm config init|show|path|edit|discover|lint
 import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { group, leaf } from "./command.ts";
 import { context, globalArgs, readArgs, mutateArgs, type Ctx } from "./_shared.ts";
 import {
-  BUILTIN, builtinPaths, defaultVmName, lintFile, networkNames, parseStore, renderToml, resolveNetwork, resolveVm,
+  BUILTIN, builtinPaths, defaultVmName, lintFile, networkNames, parseStore, renderToml, resolveNetwork, resolvePaths, resolveVm,
   saveStore, updateStore, vmNames, type Store, type StoreDoc,
 } from "../config.ts";
 import { createIdentity, defaultsDoc, detectFrom, formatTable, readHostFacts, reviewRows, sshKeygenArgv } from "../detect.ts";
@@ -199,6 +199,30 @@ export default group("config", "the config store", {
     description: "open the config in $VISUAL/$EDITOR, validate it, save it",
     args: globalArgs,
     run: ({ args }) => editConfig(context(args, { loadConfig: false })),
+  }),
+  discover: leaf({
+    name: "discover",
+    description: "list libvirt domains aivm does not manage and import the ones you accept (--yes: all) as [[vms]] records",
+    args: mutateArgs,
+    run: async ({ args }) => {
+      const ctx = context(args);
+      const { discover } = await import("../discover.ts");
+      const uri = resolvePaths(ctx.store.doc).libvirtUri;
+      const r = await discover(ctx.runner, uri, ctx.store.doc, {
+        interactive: interactive(),
+        print: out,
+        save: (change) => {
+          const { wrote } = updateStore(ctx.configPath, change, { dryRun: ctx.dryRun });
+          if (wrote) log.info(`recorded in ${ctx.configPath}`);
+        },
+      });
+      if (!r.found.length) return log.info(`no libvirt domains outside the config store at ${uri}`);
+      if (r.listedOnly) log.warn("no terminal to ask on and no --yes: listed only, nothing imported (re-run in a terminal to choose, or with --yes to import all)");
+      log.info(`discovered ${r.found.length}, imported ${r.imported.length}${r.imported.length ? ` (${r.imported.join(", ")})` : ""}, skipped ${r.skipped.length}`);
+      if (r.imported.length && !ctx.dryRun) {
+        log.info("imported VMs are marked `imported = true`: aivm did not create their disks, seeds or host keys, pinned no host key (`aivm status` shows SSH as unknown) and removes nothing of them outside their vm_root directory; their networks were recorded with the firewall off");
+      }
+    },
   }),
   lint: leaf({
     name: "lint",
