@@ -14,6 +14,7 @@ import { AivmError, EXIT } from "./errors.ts";
 import { log } from "./log.ts";
 import type { Runner } from "./run.ts";
 import { virshArgv, virshExec, virshRead } from "./virsh.ts";
+import { exportRoot, guestIds, restoreHostBinds, vmFilesystems } from "./share.ts";
 
 // ---------- files ----------
 
@@ -188,9 +189,10 @@ export const PLACEHOLDER_HOST_KEY: HostKey = {
 };
 
 /** The cloud-init documents for a VM, from its host key. */
-export function seedDocuments(vm: Vm, o: { authorizedKey: string; hostKey: HostKey }): { "user-data": string; "meta-data": string; "network-config": string } {
+export function seedDocuments(vm: Vm, o: { authorizedKey: string; hostKey: HostKey; uid?: number; gid?: number }): { "user-data": string; "meta-data": string; "network-config": string } {
   return {
-    "user-data": renderUserData(vm, { authorizedKey: o.authorizedKey.trim(), hostKey: o.hostKey }),
+    // uid/gid: the guest user owns files as the host user does (lib/share.ts guestIds), so shared folders stay theirs
+    "user-data": renderUserData(vm, { authorizedKey: o.authorizedKey.trim(), hostKey: o.hostKey, uid: o.uid, gid: o.gid }),
     "meta-data": renderMetaData(vm, instanceId(vm.name, o.hostKey.publicKey)),
     "network-config": renderNetworkConfig(vm),
   };
@@ -248,6 +250,8 @@ export async function ensureVm(runner: Runner, vm: Vm, host: HostFacts = realHos
   const created: string[] = [];
   try {
     await runner.exec(["install", "-d", "-m", "0755", f.dir], { what: `create ${f.dir}` });
+    // the export root of the aivm-root virtiofs device (lib/share.ts): it must exist before the domain starts
+    if (!host.exists(exportRoot(vm))) await runner.exec(["install", "-d", "-m", "0755", exportRoot(vm)], { what: `create ${exportRoot(vm)}` });
     if (!host.exists(f.disk)) {
       created.push(f.disk);
       await runner.exec(overlayArgv(image, f.disk, vm.diskGib), { what: "create the overlay disk" });
@@ -272,13 +276,13 @@ export async function ensureVm(runner: Runner, vm: Vm, host: HostFacts = realHos
 
     if (!host.exists(f.seedDir)) created.push(f.seedDir);
     if (!host.exists(f.seed)) created.push(f.seed);
-    const docs = seedDocuments(vm, { authorizedKey: authorizedKey ?? "ssh-ed25519 PLACEHOLDER-your-key", hostKey });
+    const docs = seedDocuments(vm, { authorizedKey: authorizedKey ?? "ssh-ed25519 PLACEHOLDER-your-key", hostKey, ...guestIds(vm) });
     for (const [name, text] of Object.entries(docs)) await runner.writeFile(join(f.seedDir, name), text, 0o600);
     await runner.exec(seedArgv(f.seedDir, f.seed), { what: "build the cloud-init seed" });
     // the disk and the seed (which carries the private host key) are for root and libvirt's qemu user only
     await runner.exec(["chmod", "0600", f.disk, f.seed], { what: "restrict the VM's disk and seed" });
 
-    const xml = renderDomainXml(planDomain(vm, { type, image, uuid: uuid ?? undefined, exists: host.exists }));
+    const xml = renderDomainXml(planDomain(vm, { type, image, uuid: uuid ?? undefined, exists: host.exists, filesystems: vmFilesystems(vm) }));
     await runner.step({
       title: uuid ? `Redefine VM ${vm.name}` : `Define VM ${vm.name}`,
       why: uuid ? `libvirt domain ${vm.name} (UUID ${uuid}) lost its files; redefine it over the rebuilt ones` : `libvirt domain for ${vm.name} (${vm.cpus} CPUs, ${vm.memoryMib} MiB, ${type === "kvm" ? "KVM" : "TCG"})`,
@@ -343,11 +347,14 @@ export async function startVm(runner: Runner, vm: Vm, o: { clock?: Clock } = {})
       await virshExec(runner, uri, ["dompmwakeup", vm.name]);
       return "resumed";
     case "crashed":
+      await restoreHostBinds(runner, vm);
       // on_crash=preserve keeps a crashed domain active: clear it before starting afresh
       await virshExec(runner, uri, ["destroy", vm.name], { nothrow: true });
       await virshExec(runner, uri, ["start", vm.name]);
       return "started";
     case "shut off":
+      // host binds of saved folders (gone after a host reboot) must be in place before virtiofsd starts
+      await restoreHostBinds(runner, vm);
       await virshExec(runner, uri, ["start", vm.name], { what: `start ${vm.name}` }).catch((e) => {
         if (e instanceof AivmError && /network .* is not active/i.test(e.why)) {
           throw new AivmError(e.what, e.why, e.exitCode, `aivm net create ${vm.network.name}`);
