@@ -201,12 +201,14 @@ export function sensitiveHit(path: string, o: { homes: string[]; realpath?: (p: 
     if (within(home, p)) return p === home ? `${path} is a home directory` : `${path} contains the home directory ${home}`;
     for (const s of SECRET_DIRS) {
       const d = rp(join(h, s));
+      if (p === d) return `${path} is the secrets directory ${d}`;
       if (within(d, p)) return `${path} contains the secrets directory ${d}`;
       if (within(p, d)) return `${path} is inside the secrets directory ${d}`;
     }
   }
   for (const s of SECRET_ABS) {
     const d = rp(s);
+    if (p === d) return `${path} is ${d}`;
     if (within(d, p)) return `${path} contains ${d}`;
     if (within(p, d)) return `${path} is inside ${d}`;
   }
@@ -325,6 +327,22 @@ async function runActions(runner: Runner, actions: Action[], what: string): Prom
   for (const a of actions) {
     if (a.kind === "run") await runner.exec(a.argv, { privileged: a.privileged, what });
   }
+}
+
+/** Every mount point under dir (deepest first), from a mount table. */
+export function mountsUnder(dir: string, mounts: Map<string, MountEntry>): string[] {
+  return [...mounts.keys()].filter((t) => within(t, dir)).sort((a, b) => b.split("/").length - a.split("/").length || b.length - a.length);
+}
+
+/**
+ * Before vm.dir is removed: unmount the folder binds and the export root, so a recursive delete can never reach
+ * into a host folder. Refuses (exit 1) when anything stays mounted.
+ */
+export async function releaseVmMounts(runner: Runner, vm: Vm, read = readMounts): Promise<void> {
+  for (const t of mountsUnder(vm.dir, read())) await runner.exec(["umount", t], { privileged: true, what: `unmount ${t}` });
+  if (runner.dryRun) return;
+  const left = mountsUnder(vm.dir, read());
+  if (left.length) throw new AivmError(`vm ${vm.name}`, `still mounted under ${vm.dir}: ${left.join(", ")}; not removing it`, EXIT.FAILED, "unmount them (umount -l), then retry");
 }
 
 /** Make the export root a shared mount (idempotent). Called before the VM starts. */

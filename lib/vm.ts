@@ -14,7 +14,7 @@ import { AivmError, EXIT } from "./errors.ts";
 import { log } from "./log.ts";
 import type { Runner } from "./run.ts";
 import { virshArgv, virshExec, virshRead } from "./virsh.ts";
-import { exportRoot, guestIds, restoreHostBinds, vmFilesystems } from "./share.ts";
+import { exportRoot, guestIds, releaseVmMounts, restoreHostBinds, vmFilesystems } from "./share.ts";
 
 // ---------- files ----------
 
@@ -436,6 +436,8 @@ export async function deleteVm(runner: Runner, vm: Vm): Promise<"deleted" | "abs
     }
     if (!done) throw new AivmError(`virsh undefine ${vm.name}`, "every flag combination was rejected");
   }
+  // the export root holds bind mounts of host folders: unmount them before anything under vm.dir is removed
+  if (hasDir) await releaseVmMounts(runner, vm);
   if (hasDir) await runner.remove(f.dir);
   return "deleted";
 }

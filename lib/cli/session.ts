@@ -1,7 +1,9 @@
-import { leaf, pending } from "./command.ts";
-import { context, jsonArg, mutateArgs, vmArg } from "./_shared.ts";
+import { readFileSync } from "node:fs";
+import { leaf } from "./command.ts";
+import { afterDashDash, context, jsonArg, mutateArgs, vmArg, type Ctx } from "./_shared.ts";
 import { resolveVm } from "../config.ts";
-import { outJson } from "../log.ts";
+import { PassThroughExit } from "../errors.ts";
+import { log, out, outJson } from "../log.ts";
 const dir = { dir: { type: "positional", required: false, description: "project folder (default .)", valueHint: "DIR" } } as const;
 
 export const up = leaf({
@@ -17,5 +19,59 @@ export const up = leaf({
     logUp(report);
   },
 });
-export const code = pending("code", "open DIR in VS Code inside the VM", { ...mutateArgs, ...vmArg, ...dir });
-export const ssh = pending("ssh", "a shell in the VM at DIR [-- CMD...]", { ...mutateArgs, ...vmArg, ...dir });
+
+async function session(ctx: Ctx, args: Record<string, any>, what: string) {
+  const { prepareSession } = await import("../session.ts");
+  return prepareSession(
+    {
+      runner: ctx.runner,
+      configPath: ctx.configPath,
+      doc: ctx.store.doc,
+      initConfig: async () => {
+        const { initConfig } = await import("./config.ts");
+        await initConfig(ctx, { defaults: true, force: false });
+      },
+    },
+    { dir: args.dir ?? ".", vmName: args.vm, what },
+  );
+}
+
+export const code = leaf({
+  name: "code",
+  description: "open DIR in VS Code inside the VM (creates the VM and attaches DIR when needed)",
+  args: { ...mutateArgs, ...vmArg, ...dir },
+  async run({ args }) {
+    const ctx = context(args);
+    const s = await session(ctx, args, "code");
+    const { sshArgv, upsertSshConfig } = await import("../ssh-config.ts");
+    const { sessionCommand } = await import("../share.ts");
+    if (ctx.dryRun) return;
+    await upsertSshConfig(ctx.runner, s.vm, s.ip);
+    if (s.warm) await ctx.runner.exec(sshArgv(s.vm, s.ip, { batch: true, connectTimeoutS: 10, command: sessionCommand(s.att, ["true"]) }), { what: `mount ${s.att.guest_dst} in ${s.vm.name}` });
+    if (!Bun.which("code") || process.env.SSH_CONNECTION) {
+      const { workstationSteps } = await import("../session.ts");
+      const { vmFiles } = await import("../vm.ts");
+      log.info(process.env.SSH_CONNECTION ? "aivm runs over SSH: open the folder from your workstation" : "`code` is not on PATH here: open the folder from a workstation");
+      out(workstationSteps(s.vm, s.ip, s.att.guest_dst, readFileSync(vmFiles(s.vm).hostKeyPub, "utf8")));
+      return;
+    }
+    const r = await ctx.runner.exec(["code", "--remote", `ssh-remote+${s.vm.name}`, s.att.guest_dst], { inherit: true, nothrow: true });
+    if (r.exitCode !== 0) throw new PassThroughExit(r.exitCode);
+  },
+});
+
+export const ssh = leaf({
+  name: "ssh",
+  description: "a login shell in the VM at DIR, or -- CMD... run there (exit code passed through)",
+  args: { ...mutateArgs, ...vmArg, ...dir },
+  async run({ args, rawArgs }) {
+    const ctx = context(args);
+    const command = afterDashDash(rawArgs);
+    const s = await session(ctx, args, "ssh");
+    const { sshArgv } = await import("../ssh-config.ts");
+    const { sessionCommand } = await import("../share.ts");
+    const argv = sshArgv(s.vm, s.ip, { ...(command.length ? {} : { tty: true }), command: sessionCommand(s.att, command) });
+    const r = await ctx.runner.exec(argv, { inherit: true, nothrow: true });
+    if (r.exitCode !== 0) throw new PassThroughExit(r.exitCode);
+  },
+});

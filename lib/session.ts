@@ -1,0 +1,145 @@
+// `aivm code` and `aivm ssh`: from "stand in a folder" to "a VM where that folder is mounted at the same path".
+// A warm call (VM running, folder attached and bound, cached IP answering) makes no libvirt call: the caller's one
+// ssh round trip mounts the folder if needed and runs the command. Otherwise the reconcile: bootstrap a VM when
+// there is none (with consent), then up (network, firewall, VM, wait, ssh-config), host binds, the folder attached
+// and mounted, the other saved attachments restored (warnings only).
+import { existsSync } from "node:fs";
+import { connect } from "node:net";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { loadStore, recordVm, resolveVm, updateStore, type AttachmentDoc, type StoreDoc, type Vm } from "./config.ts";
+import { AivmError, EXIT } from "./errors.ts";
+import { log } from "./log.ts";
+import type { Runner } from "./run.ts";
+import {
+  approveSensitive, attachFolder, findAttachment, gitTopLevel, guestMount, hostBindPlan, hostDir, overlapping,
+  planAttachment, readMounts, restoreHostBinds, withAttachment,
+} from "./share.ts";
+import { knownHostsLine } from "./ssh-config.ts";
+import { cachedIp, vmFiles } from "./vm.ts";
+
+export interface SessionCtx {
+  runner: Runner;
+  configPath: string;
+  doc: StoreDoc;
+  /** called when there is no config yet: `config init --defaults` */
+  initConfig?: () => Promise<void>;
+}
+
+export interface Session {
+  vm: Vm;
+  att: AttachmentDoc;
+  ip: string;
+  /** true: no libvirt call was made (the warm path) */
+  warm: boolean;
+}
+
+/** Does ip:port accept a TCP connection within ms? */
+export function tcpOpen(ip: string, port: number, ms = 800): Promise<boolean> {
+  return new Promise((res) => {
+    const s = connect({ host: ip, port });
+    const done = (ok: boolean) => {
+      s.destroy();
+      res(ok);
+    };
+    s.setTimeout(ms, () => done(false));
+    s.once("connect", () => done(true));
+    s.once("error", () => done(false));
+  });
+}
+
+/** The warm path's test: attachment saved, host bind in place, cached IP listening on 22. No libvirt, no sudo. */
+export async function warmIp(vm: Vm, att: AttachmentDoc | undefined, probe: (ip: string) => Promise<boolean> = (ip) => tcpOpen(ip, 22)): Promise<string | null> {
+  if (!att || !existsSync(vmFiles(vm).hostKey)) return null;
+  if (att.mode === "shared-root" && hostBindPlan(vm, att, readMounts()) !== null) return null;
+  const ip = cachedIp(vm);
+  if (!ip) return null;
+  return (await probe(ip)) ? ip : null;
+}
+
+/** Prepare a session on DIR: the warm path when everything is in place, else the full reconcile. */
+export async function prepareSession(ctx: SessionCtx, o: { dir: string; vmName?: string; what: string }): Promise<Session> {
+  const { runner } = ctx;
+  let hostPath = hostDir(o.what, o.dir);
+  await approveSensitive(runner, o.what, hostPath);
+  let doc = ctx.doc;
+  let vm = resolveVm(doc, o.vmName);
+  let att = findAttachment(vm, hostPath);
+  if (!att) {
+    const top = await gitTopLevel(runner, hostPath).catch(() => null);
+    if (top) att = vm.attachments.find((a) => a.mode === "git" && a.host_path === top);
+    if (att) hostPath = top!;
+  }
+
+  const ip = await warmIp(vm, att);
+  if (ip && att) return { vm, att, ip, warm: true };
+
+  // ---- the reconcile ----
+  const fresh = !vm.recorded && !existsSync(join(vm.dir, "disk.qcow2"));
+  if (fresh) {
+    if (!runner.dryRun && !(await runner.confirm(o.what, `No VM yet. Create ${vm.name} (${vm.cpus} CPUs, ${vm.memoryMib} MiB, network ${vm.network.name}) with ${hostPath} attached?`))) {
+      throw new AivmError(o.what, "no VM, and creating one was not approved", EXIT.FAILED, "create one with `aivm up`");
+    }
+    if (!doc.defaults && ctx.initConfig) {
+      await ctx.initConfig();
+      doc = loadStore(ctx.configPath).doc;
+      vm = resolveVm(doc, o.vmName);
+    }
+  }
+  if (!att) {
+    const over = overlapping(vm, hostPath);
+    if (over.length && !runner.dryRun && !(await runner.confirm(o.what, `${hostPath} overlaps ${over.map((a) => a.host_path).join(", ")} (already attached). Continue with an overlapping attachment?`))) {
+      throw new AivmError(o.what, "not approved", EXIT.FAILED);
+    }
+    att = planAttachment(vm, hostPath, {}).att;
+    // recorded before the VM is made, so a first create already carries it (and the guest user's ids follow it)
+    const { store } = updateStore(ctx.configPath, (d) => withAttachment(recordVm(d, vm), vm.name, att!), { dryRun: runner.dryRun });
+    if (!runner.dryRun) doc = store.doc;
+    vm = runner.dryRun ? { ...vm, attachments: [...vm.attachments, att] } : resolveVm(doc, vm.name);
+  }
+  const { up, logUp } = await import("./up.ts");
+  const report = await up(runner, ctx.configPath, doc, vm);
+  if (report.changed) logUp(report);
+  if (runner.dryRun) return { vm, att, ip: report.ip ?? "0.0.0.0", warm: false };
+  const readyIp = report.ip!;
+  vm = resolveVm(loadStore(ctx.configPath).doc, vm.name);
+  await restoreHostBinds(runner, vm); // a VM that was already running: binds missing since it started
+  await attachFolder(runner, ctx.configPath, vm, att).then(
+    (r) => { if (!r.mounted) throw new AivmError(o.what, `${att!.host_path}: ${r.note}`); },
+  );
+  for (const other of vm.attachments.filter((a) => a.host_path !== att!.host_path && a.mode !== "git")) {
+    if (!existsSync(other.host_path)) {
+      log.warn(`saved folder ${other.host_path} is gone; not mounting it`);
+      continue;
+    }
+    await guestMount(runner, vm, readyIp, other).catch((e) => log.warn(`could not restore ${other.host_path} at ${other.guest_dst}: ${(e as Error).message}`));
+  }
+  return { vm, att, ip: readyIp, warm: false };
+}
+
+/** The steps to open the folder from a workstation (this host has no `code`, or we run over SSH ourselves). */
+export function workstationSteps(vm: Vm, ip: string, guestDst: string, hostPublicKey: string, o: { host?: string; user?: string } = {}): string {
+  const host = o.host ?? hostname();
+  const user = o.user ?? (process.env.SUDO_USER || process.env.USER || "you");
+  const key = `~/.ssh/aivm_${vm.name}`;
+  return [
+    `# Open ${guestDst} in VS Code from your workstation (${vm.name} is reachable through ${host}):`,
+    `# 1. copy the VM's login key to the workstation`,
+    `scp ${user}@${host}:${vm.paths.sshIdentity} ${key} && chmod 600 ${key}`,
+    `# 2. pin the VM's host key`,
+    `echo '${knownHostsLine(vm, hostPublicKey)}' >> ~/.ssh/known_hosts_aivm`,
+    `# 3. add to ~/.ssh/config`,
+    `Host ${vm.name}`,
+    `  HostName ${ip}`,
+    `  User ${vm.user}`,
+    `  ProxyJump ${user}@${host}`,
+    `  IdentityFile ${key}`,
+    `  IdentitiesOnly yes`,
+    `  HostKeyAlias ${vm.name}`,
+    `  UserKnownHostsFile ~/.ssh/known_hosts_aivm`,
+    `  StrictHostKeyChecking yes`,
+    `# 4. open it`,
+    `code --remote ssh-remote+${vm.name} '${guestDst.replaceAll("'", `'\\''`)}'`,
+    "",
+  ].join("\n");
+}
