@@ -288,9 +288,10 @@ describe("aivm vm", () => {
     expect(await run("vm", "console-log")).toMatchObject({ code: 0, stdout: "[    0.000000] Linux version 6.1\n" });
   });
 
-  test("update stays pending", async () => {
+  test("update of a VM that is not created: exit 1, says so (more in test/vm-update.test.ts)", async () => {
+    fake.on([...V, "domstate", "box"], NO_DOMAIN);
     const r = await run("vm", "update", "--yes");
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain("not implemented yet");
+    expect(r.stderr).toContain("not created");
   });
 });
