@@ -268,7 +268,8 @@ export async function inventory(lab: Lab): Promise<Inventory> {
   const lines = (s: string) => s.split("\n").map((l) => l.trim()).filter(Boolean);
   const domains = lines((await sh(priv(["virsh", "-q", "-c", URI, "list", "--all", "--name"]))).stdout);
   const networks = lines((await sh(priv(["virsh", "-q", "-c", URI, "net-list", "--all", "--name"]))).stdout);
-  const nftTables = lines((await sh(inNs(lab, ["nft", "list", "tables"]))).stdout);
+  // aivm's own tables only: libvirt's iptables-nft tables (ip filter/nat/mangle) die with the namespace
+  const nftTables = lines((await sh(inNs(lab, ["nft", "list", "tables"]))).stdout).filter((t) => /\baivm_/.test(t));
   const links = lines((await sh(inNs(lab, ["ip", "-o", "link", "show"]))).stdout).map((l) => l.split(":")[1]!.trim().split("@")[0]!);
   return { domains, networks, nftTables, links };
 }
