@@ -6,7 +6,8 @@ import { resolveVm, vmNames, type AttachmentDoc, type Vm } from "../config.ts";
 import { AivmError, EXIT, UsageError } from "../errors.ts";
 import { acquireLock } from "../lock.ts";
 import { log, out, outJson } from "../log.ts";
-import { shellJoin } from "../run.ts";
+import { shellJoin, shellQuote } from "../run.ts";
+import { defaultSshConfigFile } from "../ssh-config.ts";
 import {
   approveSensitive, attachFolder, currentBranch, detachFolder, findAttachment, gitSyncArgv, gitTopLevel, hostDir, overlapping,
   parseAccess, parseMode, planAttachment,
@@ -124,7 +125,8 @@ export default group("share", "host folders in the VM", {
       const branch = await currentBranch(ctx.runner, att.host_path);
       for (const argv of gitSyncArgv(vm, att, args.push ? "push" : "pull", branch)) {
         log.debug(shellJoin(argv));
-        await ctx.runner.exec(argv, { what: `share sync ${args.push ? "--push" : "--pull"}` });
+        // git's ssh finds the VM's alias in the ssh config aivm wrote (ssh itself reads the passwd home, not $HOME)
+        await ctx.runner.exec(argv, { what: `share sync ${args.push ? "--push" : "--pull"}`, env: { GIT_SSH_COMMAND: `ssh -F ${shellQuote(defaultSshConfigFile())}` } });
       }
       if (!ctx.dryRun) log.info(`${att.host_path} ${args.push ? "->" : "<-"} ${vm.name}:${att.guest_dst} (${branch})`);
     },

@@ -1,0 +1,361 @@
+// Real-VM suite for folder sharing and sessions: `aivm share` (shared-root rw/ro, git), `aivm ssh DIR`, against a real
+// libvirtd in a private network namespace and a real Debian guest. Opt-in with AIVM_E2E=1 (see lifecycle.test.ts).
+//
+// Mount namespaces matter here: libvirtd (and the virtiofsd it starts) lives in `ip netns exec`'s own mount namespace,
+// so the run directory is made a shared mount BEFORE libvirtd starts (its copy is then a slave and sees binds made
+// later), and aivm runs in the host's mount namespace and only the lab's network namespace (nsenter --net), exactly
+// like an aivm run on a host without namespaces.
+// The host user is simulated as uid/gid 4242 (SUDO_UID/SUDO_GID): the shared folder belongs to 4242, the guest user
+// is created with 4242, and a file the guest user writes must show up on the host owned by 4242.
+import { afterAll, describe, expect, test } from "bun:test";
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { basename, join } from "node:path";
+import {
+  added, alive, BUN, ensureDir, inventory, must, preflight, priv, ROOT, setTomlKey, setTranscript, sh, startLab, stopLab,
+  Transcript, URI, type Inventory, type Lab, type Out,
+} from "./harness.ts";
+
+const ENABLED = process.env.AIVM_E2E === "1";
+const CI = process.env.CI === "true";
+const KEEP = process.env.AIVM_E2E_KEEP === "1";
+const CACHE_HOME = process.env.AIVM_E2E_CACHE || "/var/tmp/aivm-e2e-cache";
+/** our own build, so a concurrent rebuild of dist/aivm by someone else cannot swap the binary mid-run */
+const BIN = process.env.AIVM_E2E_BIN || join(ROOT, "dist/aivm-share-e2e");
+const OWNER = 4242;
+
+const missing = ENABLED ? [...preflight(), ...(Bun.which("nsenter") ? [] : ["nsenter"])] : [];
+const runIt = ENABLED && missing.length === 0;
+if (!ENABLED) console.error("e2e share: skipped (set AIVM_E2E=1)");
+else if (missing.length && !CI) console.error(`e2e share: skipped: missing ${missing.join(", ")}`);
+if (ENABLED && missing.length && CI) test("e2e preflight", () => { throw new Error(`e2e: missing ${missing.join(", ")}`); });
+
+const tag = Math.random().toString(16).slice(2, 8);
+const names = { vm: `e2e-sh-${tag}`, net: `e2e-shnet-${tag}` };
+const figures: Record<string, string> = {};
+const t0 = Date.now();
+let runDir = "";
+let env: Record<string, string> = {};
+let lab: Lab | null = null;
+let baseline: Inventory | null = null;
+let vmDir = "";
+let configFile = "";
+let proj = "";
+let roDir = "";
+let repo = "";
+let failed: string | null = null;
+let tornDown = false;
+let sharedMount = false;
+
+function step(name: string, fn: () => Promise<void>, timeoutMs = 30 * 60_000) {
+  test(name, async () => {
+    if (failed) throw new Error(`not run: step "${failed}" failed`);
+    try {
+      await fn();
+    } catch (e) {
+      failed = name;
+      throw e;
+    }
+  }, timeoutMs);
+}
+
+/** argv in the lab's network namespace but the host's mount namespace. */
+function inNet(argv: string[], withEnv = true): string[] {
+  const e = withEnv ? ["env", "-i", ...Object.entries(env).map(([k, v]) => `${k}=${v}`)] : [];
+  return lab?.ns ? priv(["nsenter", `--net=/run/netns/${lab.ns}`, "--", ...e, ...argv]) : priv([...e, ...argv]);
+}
+
+function aivm(args: string[], o: { timeoutMs?: number; live?: boolean } = {}): Promise<Out> {
+  return sh(inNet([BIN, ...args]), { timeoutMs: o.timeoutMs ?? 10 * 60_000, live: o.live });
+}
+
+async function aivmOk(args: string[], o: { timeoutMs?: number; live?: boolean } = {}): Promise<Out> {
+  const r = await aivm(args, o);
+  if (r.code !== 0) throw new Error(`aivm ${args.join(" ")} exited ${r.code}:\n${r.stderr.trim().split("\n").slice(-8).join("\n")}`);
+  return r;
+}
+
+/** a command in the guest as the guest user (through `aivm vm ssh`, no folder logic) */
+const guest = (cmd: string) => aivm(["vm", "ssh", "--vm", names.vm, "--", cmd], { timeoutMs: 120_000 });
+const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
+const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+const hostMounts = () => readFileSync("/proc/self/mountinfo", "utf8");
+const esc = (p: string) => p.replace(/[ \t\n\\]/g, (c) => "\\" + c.charCodeAt(0).toString(8).padStart(3, "0"));
+const configText = () => (existsSync(configFile) ? readFileSync(configFile, "utf8") : "");
+
+describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
+  step("build our own binary; run dir as a shared mount; isolated HOME", async () => {
+    await must([BUN, "build", "./bin/aivm.ts", "--compile", "--format=esm", "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig", "--outfile", BIN], { live: true });
+    runDir = mkdtempSync("/var/tmp/aivm-share-e2e-");
+    chmodSync(runDir, 0o755);
+    await must(priv(["mount", "--bind", runDir, runDir]));
+    await must(priv(["mount", "--make-rshared", runDir]));
+    sharedMount = true;
+    setTranscript(new Transcript(join(runDir, "transcript.log")));
+    const home = ensureDir(join(runDir, "home"));
+    env = {
+      PATH: `${process.env.PATH ?? "/usr/bin:/bin"}:/usr/sbin:/sbin`,
+      HOME: home,
+      XDG_CONFIG_HOME: ensureDir(join(runDir, "config")),
+      XDG_DATA_HOME: ensureDir(join(runDir, "data")),
+      XDG_STATE_HOME: ensureDir(join(runDir, "state")),
+      XDG_CACHE_HOME: ensureDir(CACHE_HOME),
+      LANG: "C.UTF-8",
+      TERM: "dumb",
+      NO_COLOR: "1",
+      SUDO_UID: String(OWNER),
+      SUDO_GID: String(OWNER),
+    };
+    ensureDir(join(home, ".ssh"), 0o700);
+    writeFileSync(join(home, ".ssh", "id_secret"), "not really\n");
+    await must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "aivm-e2e", "-f", join(home, ".ssh", "id_aivm_ed25519")]);
+    configFile = join(env.XDG_CONFIG_HOME!, "aivm", "config.toml");
+    // the project folder: a space and a non-ASCII character, owned by the simulated host user
+    proj = join(runDir, "work", "my projé");
+    mkdirSync(proj, { recursive: true });
+    writeFileSync(join(proj, "from-host.txt"), "hello from the host\n");
+    for (const p of [proj, join(proj, "from-host.txt")]) chownSync(p, OWNER, OWNER);
+    roDir = join(runDir, "work", "reference");
+    mkdirSync(roDir);
+    writeFileSync(join(roDir, "ref.txt"), "read me\n");
+    chownSync(roDir, OWNER, OWNER);
+  });
+
+  step("image build --debootstrap (cached by recipe)", async () => {
+    const r = await sh([BIN, "image", "build", "--debootstrap"], { env, timeoutMs: 30 * 60_000, live: true });
+    if (r.code !== 0) throw new Error(`image build exited ${r.code}: ${r.stderr.trim().split("\n").slice(-5).join(" | ")}`);
+    const path = r.stdout.trim();
+    env.AIVM_E2E_IMAGE = path;
+    env.AIVM_E2E_SHA = basename(path, ".img");
+  });
+
+  step("private netns with its own libvirtd (started after the run dir became shared)", async () => {
+    lab = await startLab(runDir, `sh${tag}`);
+    figures.libvirtd = lab.mode;
+    baseline = await inventory(lab);
+  }, 120_000);
+
+  step("config init --defaults with the built image and unique names", async () => {
+    await aivmOk(["config", "init", "--defaults", "--yes", "--image-url", `file://${env.AIVM_E2E_IMAGE}`, "--image-sha256", env.AIVM_E2E_SHA!]);
+    let text = readFileSync(configFile, "utf8");
+    text = setTomlKey(text, "defaults.vm", "name", JSON.stringify(names.vm));
+    text = setTomlKey(text, "defaults.network", "name", JSON.stringify(names.net));
+    text = setTomlKey(text, "defaults.paths", "image_cache", JSON.stringify(join(CACHE_HOME, "aivm", "images")));
+    writeFileSync(configFile, text);
+    await aivmOk(["config", "lint"]);
+    vmDir = join(env.XDG_DATA_HOME!, "aivm", "vms", names.vm);
+  });
+
+  step("bad input: exit 2, one line, config unchanged", async () => {
+    const before = configText();
+    writeFileSync(join(runDir, "a-file"), "x");
+    const notGit = ensureDir(join(runDir, "work", "not-git"));
+    const cases: [string[], RegExp][] = [
+      [["share", "attach", join(runDir, "nope")], /no such directory/],
+      [["share", "attach", join(runDir, "a-file")], /not a directory/],
+      [["share", "attach", proj, "--guest-dst", "relative/dir"], /not an absolute path/],
+      [["share", "attach", proj, "--guest-dst", "/proc/x"], /under \/proc/],
+      [["share", "attach", proj, "--guest-dst", "/sys"], /under \/sys/],
+      [["share", "attach", proj, "--guest-dst", "/dev/shm/x"], /under \/dev/],
+      [["share", "attach", notGit, "--mode", "git"], /not a git work tree/],
+      [["share", "attach", proj, "--mode", "shared", "--access", "ro"], /readonly/],
+    ];
+    for (const [args, re] of cases) {
+      const r = await aivm([...args, "--yes"]);
+      expect({ args, code: r.code }).toEqual({ args, code: 2 });
+      expect(r.stderr).toMatch(re);
+      expect(r.stderr.trim().split("\n").filter((l) => l.startsWith("aivm:"))).toHaveLength(1);
+    }
+    expect(configText()).toBe(before);
+  });
+
+  step("safety preflight refuses ~/.ssh without --yes (exit 2, nothing recorded)", async () => {
+    const before = configText();
+    const r = await aivm(["share", "attach", join(env.HOME!, ".ssh")]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/secrets directory/);
+    const home = await aivm(["share", "attach", env.HOME!]);
+    expect(home.code).toBe(2);
+    expect(home.stderr).toMatch(/home directory/);
+    expect(configText()).toBe(before);
+  });
+
+  step("aivm ssh DIR -- CMD with no VM: creates it (--yes) with DIR attached, runs CMD in DIR", async () => {
+    const r = await aivmOk(["ssh", proj, "--yes", "--", "pwd; cat from-host.txt"], { timeoutMs: 25 * 60_000, live: true });
+    figures["aivm ssh (creates the VM)"] = secs(r.ms);
+    expect(r.stdout).toBe(`${proj}\nhello from the host\n`);
+    expect(configText()).toContain(`host_path = ${JSON.stringify(proj)}`);
+  }, 30 * 60_000);
+
+  step("the guest user has the host user's uid; its files appear on the host owned by that user", async () => {
+    expect((await guest("id -u; id -g")).stdout.trim().split("\n")).toEqual([String(OWNER), String(OWNER)]);
+    const r = await aivmOk(["ssh", proj, "--", "echo from the guest > from-guest.txt"]);
+    expect(r.code).toBe(0);
+    const st = statSync(join(proj, "from-guest.txt"));
+    expect(readFileSync(join(proj, "from-guest.txt"), "utf8")).toBe("from the guest\n");
+    expect({ uid: st.uid, gid: st.gid }).toEqual({ uid: OWNER, gid: OWNER });
+    // host -> guest after the mount exists
+    writeFileSync(join(proj, "later.txt"), "later\n");
+    expect((await aivmOk(["ssh", proj, "--", "cat later.txt"])).stdout).toBe("later\n");
+  });
+
+  step("the remote exit code passes through; aivm ssh . -- true works from inside the folder", async () => {
+    expect((await aivm(["ssh", proj, "--", "exit 7"])).code).toBe(7);
+    const r = await sh(inNet(["sh", "-c", `cd ${q(proj)} && exec ${q(BIN)} ssh . -- true`]));
+    expect(r.code).toBe(0);
+  });
+
+  step("bench: warm aivm ssh . -- true vs bare ssh <vm> true", async () => {
+    const n = 7;
+    const bare: number[] = [];
+    const ours: number[] = [];
+    const cfg = join(env.HOME!, ".ssh", "config");
+    for (let i = 0; i < n; i++) {
+      const b = await sh(inNet(["ssh", "-F", cfg, names.vm, "true"]));
+      expect(b.code).toBe(0);
+      bare.push(b.ms);
+      const a = await sh(inNet(["sh", "-c", `cd ${q(proj)} && exec ${q(BIN)} ssh . -- true`]));
+      expect(a.code).toBe(0);
+      ours.push(a.ms);
+    }
+    const med = (x: number[]) => [...x].sort((p, q2) => p - q2)[Math.floor(x.length / 2)]!;
+    figures["bare ssh <vm> true (median of 7)"] = `${med(bare)} ms`;
+    figures["aivm ssh . -- true (warm, median of 7)"] = `${med(ours)} ms`;
+    figures["ratio"] = (med(ours) / med(bare)).toFixed(2);
+  });
+
+  step("an ro attachment on the running VM: readable, writes refused in the guest and through the root export", async () => {
+    await aivmOk(["share", "attach", roDir, "--access", "ro", "--yes"]);
+    expect((await aivmOk(["ssh", roDir, "--", "cat ref.txt"])).stdout).toBe("read me\n");
+    const w = await aivm(["ssh", roDir, "--", "touch x"]);
+    expect(w.code).not.toBe(0);
+    expect(w.stderr).toMatch(/Read-only file system/);
+    // bypassing the guest's ro bind: the export itself is read-only on the host side
+    const tok = (await guest(`ls /mnt/aivm-root`)).stdout.split("\n").find((l) => l.startsWith("reference-"));
+    expect(tok).toBeDefined();
+    const w2 = await guest(`sudo -n touch /mnt/aivm-root/${tok}/x`);
+    expect(w2.code).not.toBe(0);
+    expect(w2.stderr).toMatch(/Read-only file system/);
+    expect(existsSync(join(roDir, "x"))).toBe(false);
+  });
+
+  step("a mode/access different from the saved one is refused (exit 2)", async () => {
+    const r = await aivm(["share", "attach", roDir, "--access", "rw", "--yes"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/already attached .* access ro/);
+  });
+
+  step("vm down, host binds gone (as after a host reboot), vm up: mounts restored without help", async () => {
+    await aivmOk(["vm", "down", "--vm", names.vm, "--yes"], { timeoutMs: 5 * 60_000 });
+    const exp = join(vmDir, "export");
+    for (const line of hostMounts().split("\n").reverse()) {
+      const t = line.split(" ")[4];
+      if (t && t.startsWith(exp + "/")) await must(priv(["umount", t.replace(/\\040/g, " ")]));
+    }
+    await must(priv(["umount", exp]));
+    expect(hostMounts()).not.toContain(esc(exp));
+    const up = await aivmOk(["vm", "up", "--vm", names.vm, "--yes"], { timeoutMs: 15 * 60_000 });
+    await aivmOk(["vm", "wait", "--vm", names.vm], { timeoutMs: 15 * 60_000 });
+    figures["vm up + wait with restores"] = secs(up.ms);
+    const r = await guest(`mountpoint -q ${q(proj)} && mountpoint -q ${q(roDir)} && cat ${q(join(proj, "later.txt"))} ${q(join(roDir, "ref.txt"))}`);
+    expect({ code: r.code, out: r.stdout }).toEqual({ code: 0, out: "later\nread me\n" });
+    expect((await guest(`touch ${q(join(roDir, "y"))}`)).code).not.toBe(0);
+  }, 30 * 60_000);
+
+  step("detach removes the guest mount, its fstab line, the host bind and the record", async () => {
+    await aivmOk(["share", "detach", roDir, "--yes"]);
+    expect((await guest(`mountpoint -q ${q(roDir)}`)).code).not.toBe(0);
+    expect((await guest("cat /etc/fstab")).stdout).not.toContain("reference-");
+    expect(hostMounts()).not.toContain("/export/reference-");
+    expect(configText()).not.toContain(roDir);
+    const list = await aivmOk(["share", "list"]);
+    expect(list.stdout).toContain(proj);
+    expect(list.stdout).not.toContain(roDir);
+  });
+
+  step("git mode: a commit goes host -> guest and back", async () => {
+    repo = join(runDir, "work", "repo");
+    mkdirSync(repo);
+    const git = (...a: string[]) => must(["git", "-c", "user.name=host", "-c", "user.email=h@example.invalid", "-C", repo, ...a], { env: { ...process.env, HOME: env.HOME! } as Record<string, string> });
+    await git("init", "-q", "-b", "main");
+    writeFileSync(join(repo, "a.txt"), "one\n");
+    await git("add", "a.txt");
+    await git("commit", "-qm", "host commit");
+    await aivmOk(["share", "attach", repo, "--mode", "git", "--yes"]);
+    await aivmOk(["share", "sync", repo, "--push", "--yes"]);
+    const g = await guest(`cd ${q(repo)} && cat a.txt && git log --format=%s`);
+    expect(g.stdout).toBe("one\nhost commit\n");
+    const c = await guest(`cd ${q(repo)} && echo two > b.txt && git add b.txt && git -c user.name=guest -c user.email=g@example.invalid commit -qm 'guest commit' && echo ok`);
+    expect(c.stdout.trim()).toBe("ok");
+    await aivmOk(["share", "sync", repo, "--pull", "--yes"]);
+    expect(readFileSync(join(repo, "b.txt"), "utf8")).toBe("two\n");
+    expect((await git("log", "--format=%s")).stdout).toBe("guest commit\nhost commit\n");
+  });
+
+  step("vm delete leaves the host folders intact; fw remove, net destroy", async () => {
+    if (KEEP) return;
+    try { cpSync(join(vmDir, "console.log"), join(runDir, "console.log")); } catch {}
+    await aivmOk(["vm", "delete", "--vm", names.vm, "--yes"], { timeoutMs: 5 * 60_000 });
+    expect(readFileSync(join(proj, "from-host.txt"), "utf8")).toBe("hello from the host\n");
+    expect(readFileSync(join(roDir, "ref.txt"), "utf8")).toBe("read me\n");
+    expect(hostMounts()).not.toContain(esc(vmDir));
+    await aivmOk(["fw", "remove", names.net, "--yes"]);
+    await aivmOk(["net", "destroy", names.net, "--yes"]);
+    tornDown = true;
+  });
+
+  test("nothing is left: no domain, network, mount or daemon", async () => {
+    if (!runDir || KEEP) return;
+    const problems = await teardown();
+    expect(problems).toEqual([]);
+  }, 5 * 60_000);
+
+  afterAll(async () => {
+    if (runDir && !tornDown && !KEEP) await teardown().catch((e) => console.error(`e2e: teardown: ${e}`));
+    figures["e2e wall time"] = secs(Date.now() - t0);
+    console.error(`e2e share figures:\n${Object.entries(figures).map(([k, v]) => `  ${k}: ${v}`).join("\n")}`);
+    if (runDir) writeFileSync(join(ensureDir(join(ROOT, ".cache")), "e2e-share-figures.txt"), JSON.stringify(figures, null, 2) + "\n");
+  });
+});
+
+async function teardown(): Promise<string[]> {
+  const problems: string[] = [];
+  if (failed && runDir) {
+    const dest = ensureDir(join(ROOT, "e2e", "artifacts", basename(runDir)));
+    for (const f of ["transcript.log", "console.log"]) try { cpSync(join(runDir, f), join(dest, f)); } catch {}
+    try { cpSync(join(vmDir, "console.log"), join(dest, "vm-console.log")); } catch {}
+    try { cpSync(`/var/log/libvirt/qemu/${names.vm}.log`, join(dest, "libvirt-qemu.log")); } catch {}
+    console.error(`e2e: artifacts in ${dest}`);
+  }
+  if (lab && baseline) {
+    const extra = added(baseline, await inventory(lab));
+    for (const [k, v] of Object.entries(extra)) problems.push(`${k} left: ${v!.join(", ")}`);
+    if (extra.domains?.length) {
+      await sh(priv(["virsh", "-q", "-c", URI, "destroy", names.vm]));
+      await sh(priv(["virsh", "-q", "-c", URI, "undefine", names.vm, "--nvram"]));
+    }
+    for (const n of extra.networks ?? []) {
+      await sh(priv(["virsh", "-q", "-c", URI, "net-destroy", n]));
+      await sh(priv(["virsh", "-q", "-c", URI, "net-undefine", n]));
+    }
+  }
+  if (lab) {
+    const pids = { ...lab.pids };
+    problems.push(...(await stopLab(lab)));
+    for (const [what, pid] of Object.entries(pids)) if (alive(pid)) problems.push(`${what} (pid ${pid}) still running`);
+    lab = null;
+  }
+  // unmount everything under the run dir (deepest first) BEFORE any recursive delete
+  if (sharedMount) {
+    const under = hostMounts().split("\n").map((l) => l.split(" ")[4]).filter((t): t is string => !!t && (t === runDir || t.startsWith(runDir + "/")));
+    for (const t of under.filter((t) => t !== runDir).reverse()) {
+      problems.push(`mount left: ${t}`);
+      await sh(priv(["umount", "-l", t.replace(/\\040/g, " ")]));
+    }
+    await sh(priv(["umount", "-l", runDir]));
+    sharedMount = false;
+  }
+  if (vmDir && existsSync(vmDir)) problems.push(`VM directory left: ${vmDir}`);
+  if (!failed && problems.length === 0 && !hostMounts().includes(runDir)) rmSync(runDir, { recursive: true, force: true });
+  tornDown = true;
+  return problems;
+}
