@@ -8,6 +8,7 @@ import { firewallStatus, type FwStatus } from "./fw.ts";
 import { programChecks, type Check } from "./host.ts";
 import { cachedImage, readManifest, imageFiles, sha256File } from "./image.ts";
 import { networkStatus } from "./net.ts";
+import { vmFilesystems } from "./share.ts";
 import { shellQuote, type Runner } from "./run.ts";
 import { sshArgv } from "./ssh-config.ts";
 import { cachedIp, domainState, parseDomifaddr, vmFiles, vmIp, type DomainState } from "./vm.ts";
@@ -173,20 +174,18 @@ export function domainDrift(vm: Vm, o: { persistent: LiveDomain; live: LiveDomai
 const mib = (kib: number) => Math.round(kib / 1024);
 const gib = (b: number) => (Number.isInteger(b / GIB) ? String(b / GIB) : (b / GIB).toFixed(2));
 
-/**
- * Virtiofs devices against the attachments: a `shared` attachment needs a device exporting its folder; `shared-root`
- * attachments need one device (the VM's export root); a device that matches neither is unexpected.
- */
+/** Virtiofs devices against the ones the VM should carry (share.ts: the export root, plus one per `shared` attachment). */
 export function virtiofsDrift(vm: Vm, d: LiveDomain): string[] {
-  const fs = d.filesystems.filter((f) => f.driver === "virtiofs");
-  const shared = vm.attachments.filter((a) => a.mode === "shared");
+  if (vm.imported) return []; // aivm did not lay out an imported domain's devices
+  const want = vmFilesystems(vm);
+  const have = d.filesystems.filter((f) => f.driver === "virtiofs");
   const out: string[] = [];
-  for (const a of shared) if (!fs.some((f) => f.source === a.host_path)) out.push(`no virtiofs device for shared folder ${a.host_path} (restart needed after share attach)`);
-  const others = fs.filter((f) => !shared.some((a) => a.host_path === f.source));
-  const wantsRoot = vm.attachments.some((a) => a.mode === "shared-root");
-  if (wantsRoot && others.length === 0) out.push("no virtiofs device for the shared-root export");
-  if (!wantsRoot && others.length) out.push(`virtiofs device(s) for no attachment: ${others.map((f) => f.source ?? f.target).join(", ")}`);
-  if (others.length > 1) out.push(`${others.length} virtiofs devices where shared-root uses one: ${others.map((f) => f.source ?? f.target).join(", ")}`);
+  for (const w of want) {
+    if (!have.some((h) => h.source === w.source && h.target === w.tag)) out.push(`no virtiofs device ${w.tag} for ${w.source}${w.tag === want[0]!.tag ? "" : " (shared folders need a restart after share attach)"}`);
+  }
+  for (const h of have) {
+    if (!want.some((w) => h.source === w.source && h.target === w.tag)) out.push(`virtiofs device ${h.target ?? "?"} (${h.source ?? "?"}) matches no attachment`);
+  }
   return out;
 }
 

@@ -11,6 +11,7 @@ import {
   attachmentVerdicts, collectStatus, formatStatus, LAYERS, nextCommands, parseDomainXml, type Probes, type StatusReport,
 } from "../lib/status.ts";
 import { vmFiles } from "../lib/vm.ts";
+import { ROOT_TAG } from "../lib/share.ts";
 import { fakeRunner, type FakeBackend } from "./helpers/fake-runner.ts";
 
 const URI = "qemu:///system";
@@ -37,9 +38,9 @@ function doc(o: { vms?: boolean; attachments?: StoreDoc["vms"] extends (infer V)
   };
 }
 
-export function domXml(o: { vcpus?: number; current?: number; memMib?: number; fs?: { source: string; ro?: boolean }[] } = {}): string {
+export function domXml(o: { vcpus?: number; current?: number; memMib?: number; fs?: { source: string; tag?: string; ro?: boolean }[] } = {}): string {
   const cur = o.current !== undefined ? ` current='${o.current}'` : "";
-  const fs = (o.fs ?? []).map((f) => `<filesystem type='mount' accessmode='passthrough'><driver type='virtiofs'/><source dir='${f.source}'/><target dir='t0'/>${f.ro ? "<readonly/>" : ""}</filesystem>`).join("\n");
+  const fs = (o.fs ?? [{ source: join(root, "vms/box/export"), tag: ROOT_TAG }]).map((f) => `<filesystem type='mount' accessmode='passthrough'><driver type='virtiofs'/><source dir='${f.source}'/><target dir='${f.tag ?? "t0"}'/>${f.ro ? "<readonly/>" : ""}</filesystem>`).join("\n");
   return `<domain type='qemu'>
   <name>box</name>
   <memory unit='KiB'>${(o.memMib ?? 2048) * 1024}</memory>
@@ -208,7 +209,7 @@ describe("the layer table", () => {
       f.on([...V, "domblkinfo"], { stdout: `Capacity: ${6 * 1024 ** 3}\n` });
       f.on([...V, "dumpxml"], { stdout: domXml({ fs: [{ source: "/srv/x" }] }) });
     });
-    expect(row(r, "drift").detail).toBe("disk is 6 GiB, config says 8 GiB; virtiofs device(s) for no attachment: /srv/x");
+    expect(row(r, "drift").detail).toBe(`disk is 6 GiB, config says 8 GiB; no virtiofs device ${ROOT_TAG} for ${join(root, "vms/box/export")}; virtiofs device t0 (/srv/x) matches no attachment`);
   });
 
   test("the base image not cached: false, `aivm image fetch`; --detail re-hashes and a mismatch is false", async () => {
@@ -236,7 +237,6 @@ describe("the layer table", () => {
       { host_path: "/src/b b", mode: "git" as const, access: "rw" as const, guest_dst: "/src/b b" },
     ];
     const r = await status(doc({ attachments: atts }), (f) => {
-      f.on([...V, "dumpxml"], { stdout: domXml({ fs: [{ source: "/var/lib/aivm/box/export" }] }) });
       f.on((a) => a[0] === "ssh" && a.at(-1)!.includes("findmnt"), { stdout: "0 mounted rw,relatime\n1 ok git\n" });
     });
     expect(row(r, "attachments").ok).toBe(false);
