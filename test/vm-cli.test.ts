@@ -224,6 +224,20 @@ describe("aivm vm", () => {
     expect(existsSync(join(root, "vms", "box"))).toBe(false);
   });
 
+  test("delete forgets the VM: its store record goes, its network record stays, and says how to remove the network", async () => {
+    writeFileSync(cfg, config(`[[networks]]\nname = "aivm-net"\n\n[[vms]]\nname = "box"\nnetwork = "aivm-net"\n`));
+    mkdirSync(join(root, "vms", "box"), { recursive: true });
+    fake.on([...V, "domstate", "box"], { stdout: "shut off\n" });
+    fake.on([...V, "undefine", "box"], {});
+    onDisk();
+    const r = await run("vm", "delete", "--yes");
+    expect(r.code).toBe(0);
+    const doc = loadStore(cfg).doc;
+    expect(doc.vms ?? []).toEqual([]);
+    expect(doc.networks?.map((n) => n.name)).toEqual(["aivm-net"]);
+    expect(r.stderr).toContain("`aivm net destroy aivm-net`");
+  });
+
   test("delete of a VM that does not exist: exit 0, says so", async () => {
     fake.on([...V, "domstate", "box"], NO_DOMAIN);
     const r = await run("vm", "delete", "--yes");

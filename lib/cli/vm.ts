@@ -10,7 +10,7 @@ import { chooseAccel, probeAccel } from "../accel.ts";
 import { renderDomainXml } from "../domain.ts";
 import { applyFirewall } from "../fw.ts";
 import { cachedImage } from "../image.ts";
-import { sshArgv } from "../ssh-config.ts";
+import { removeSshConfig, sshArgv } from "../ssh-config.ts";
 import {
   deleteVm, domainState, ensureVm, planDomain, PLACEHOLDER_HOST_KEY, realHost, seedDocuments, startVm, stopVm,
   vmDirProblem, vmFiles, vmIp, vmStatus, waitVm,
@@ -140,6 +140,13 @@ export default group("vm", "VM lifecycle", {
       await withVmLock(vm, async () => {
         const s = await deleteVm(ctx.runner, vm);
         if (s === "deleted" && !ctx.dryRun) log.info(`${vm.name}: deleted (domain and ${vm.dir})`);
+        // forget the VM: its store record (with its attachments) and its ~/.ssh/config block; host folders stay
+        const { wrote, store } = updateStore(ctx.configPath, (d) => ({ ...d, vms: (d.vms ?? []).filter((v) => v.name !== vm.name) }), { dryRun: ctx.dryRun });
+        if (wrote) log.info(`${vm.name}: removed from ${ctx.configPath}`);
+        await removeSshConfig(ctx.runner, vm);
+        if (vm.recorded && !(store.doc.vms ?? []).some((v) => v.network === vm.network.name)) {
+          log.info(`network ${vm.network.name} is used by no VM now; \`aivm fw remove ${vm.network.name}\` and \`aivm net destroy ${vm.network.name}\` remove it`);
+        }
       });
     },
   }),
