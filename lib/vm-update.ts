@@ -159,7 +159,7 @@ export async function applyUpdate(runner: Runner, vm: Vm, plan: UpdatePlan, o: {
   if (domainChanges.length) {
     await runner.step({
       title: `Update VM ${vm.name}: ${domainChanges.map((c) => `${c.what} ${c.from} -> ${c.to}`).join(", ")}`,
-      why: "bring the domain to the config (vCPUs and memory take effect at the next start)",
+      why: domainChanges.some((c) => c.restart) ? "bring the domain to the config (vCPUs and memory take effect at the next start)" : "bring the domain to the config",
       consent: true,
       actions: domainChanges.flatMap((c) => c.actions),
     });
