@@ -4,7 +4,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { homedir, userInfo } from "node:os";
-import { basename, isAbsolute, join, normalize, relative, resolve } from "node:path";
+import { basename, dirname, isAbsolute, join, normalize, relative, resolve } from "node:path";
 import type { Access, AttachmentDoc, Mode, StoreDoc, Vm } from "./config.ts";
 import type { DomainSpec } from "./domain.ts";
 import { AivmError, EXIT, UsageError } from "./errors.ts";
@@ -183,7 +183,14 @@ function passwdHome(user: string): string | undefined {
   return undefined;
 }
 
-const real = (p: string): string => safe(() => realpathSync(p)) ?? resolve(p);
+/** realpath of the deepest existing ancestor, plus the rest: a missing ~/.gnupg under a symlinked home still resolves. */
+const real = (p: string): string => {
+  const abs = resolve(p);
+  const r = safe(() => realpathSync(abs));
+  if (r) return r;
+  const parent = dirname(abs);
+  return parent === abs ? abs : join(real(parent), basename(abs));
+};
 const within = (child: string, parent: string) => {
   const r = relative(parent, child);
   return r === "" || (!r.startsWith("..") && !isAbsolute(r));

@@ -1,0 +1,418 @@
+// lib/share.ts planners by table, and share commands through the dispatcher with a fake runner.
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { mkdirSync, mkdtempSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { main } from "../bin/aivm.ts";
+import { inject } from "../lib/cli/_shared.ts";
+import { loadStore, resolveVm, type AttachmentDoc, type Vm } from "../lib/config.ts";
+import { EXIT, UsageError } from "../lib/errors.ts";
+import { Runner } from "../lib/run.ts";
+import {
+  approveSensitive, detachFolder, exportMountPlan, exportRoot, fstabEscape, fstabLine, GUEST_MOUNT_SCRIPT, GUEST_UNMOUNT_SCRIPT, GUEST_GIT_SCRIPT,
+  guestDstProblem, guestIds, guestMountArgs, hostBindPlan, hostUnbindPlan, mountsUnder, overlapping, parseMountinfo, planAttachment,
+  releaseVmMounts, remoteCommand, SESSION_SCRIPT, sensitiveHit, sessionCommand, sharedTag, shareToken, stageRoot, vmFilesystems,
+  withAttachment, withoutAttachment, type MountEntry,
+} from "../lib/share.ts";
+import { FakeBackend, fakeRunner } from "./helpers/fake-runner.ts";
+
+const URI = "qemu:///system";
+const V = ["virsh", "-q", "-c", URI];
+const SHA = "b".repeat(64);
+
+let root: string;
+let cfg: string;
+let fake: FakeBackend;
+let printed: string[];
+
+function config(extra = ""): string {
+  return [
+    `[defaults.vm]`, `name = "box"`, `accel = "tcg"`, `wait_timeout_s = 10`, ``,
+    `[defaults.image]`, `url = "file:///base.qcow2"`, `sha256 = "${SHA}"`, ``,
+    `[defaults.paths]`, `vm_root = "${join(root, "vms")}"`, `image_cache = "${join(root, "images")}"`, `ssh_identity = "${join(root, "id")}"`, `libvirt_uri = "${URI}"`, ``,
+    extra,
+  ].join("\n");
+}
+
+const recorded = (atts: AttachmentDoc[] = []) =>
+  `[[networks]]\nname = "aivm-net"\nsubnet = "10.77.0.0/24"\n\n[[vms]]\nname = "box"\nnetwork = "aivm-net"\n` +
+  atts.map((a) => `\n[[vms.attachments]]\nhost_path = ${JSON.stringify(a.host_path)}\nmode = "${a.mode}"\naccess = "${a.access}"\nguest_dst = ${JSON.stringify(a.guest_dst)}\n`).join("");
+
+beforeEach(() => {
+  root = realpathSync(mkdtempSync(join(tmpdir(), "aivm-share-")));
+  cfg = join(root, "config.toml");
+  writeFileSync(cfg, config());
+  fake = new FakeBackend();
+  printed = [];
+  inject.runner = ({ dryRun, yes }) => new Runner(fake, { isRoot: true, interactive: false, dryRun, yes, print: (t) => printed.push(t) });
+});
+afterEach(() => { delete inject.runner; });
+
+const vm = (): Vm => resolveVm(loadStore(cfg).doc);
+
+async function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const o = process.stdout.write.bind(process.stdout);
+  const e = process.stderr.write.bind(process.stderr);
+  let stdout = "";
+  let stderr = "";
+  process.stdout.write = ((s: string) => { stdout += s; return true; }) as typeof process.stdout.write;
+  process.stderr.write = ((s: string) => { stderr += s; return true; }) as typeof process.stderr.write;
+  try {
+    return { code: await main([...argv, "--config", cfg]), stdout, stderr };
+  } finally {
+    process.stdout.write = o;
+    process.stderr.write = e;
+    process.exitCode = 0;
+  }
+}
+
+const att = (p: string, o: Partial<AttachmentDoc> = {}): AttachmentDoc => ({ host_path: p, mode: "shared-root", access: "rw", guest_dst: p, ...o });
+
+// ---------- names ----------
+
+describe("tokens and tags", () => {
+  test.each([
+    ["/home/u/my projé", /^my_proje-[0-9a-f]{10}$/],
+    ["/srv/a b/c", /^c-[0-9a-f]{10}$/],
+    ["/", /^root-[0-9a-f]{10}$/],
+    ["/x/..hidden", /^hidden-[0-9a-f]{10}$/],
+    ["/x/" + "n".repeat(80), /^n{24}-[0-9a-f]{10}$/],
+  ])("shareToken(%p)", (p, re) => {
+    expect(shareToken(p)).toMatch(re);
+    expect(shareToken(p)).toMatch(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/);
+  });
+  test("same basename, different folders: different tokens; same folder: same token", () => {
+    expect(shareToken("/a/proj")).not.toBe(shareToken("/b/proj"));
+    expect(shareToken("/a/proj")).toBe(shareToken("/a/proj"));
+  });
+  test("shared tags are at most 36 characters and distinct", () => {
+    for (const p of ["/a", "/x/" + "y".repeat(100), "/home/u/my projé"]) {
+      expect(sharedTag(p).length).toBeLessThanOrEqual(36);
+      expect(sharedTag(p)).toStartWith("aivm-");
+    }
+    expect(sharedTag("/a/p")).not.toBe(sharedTag("/b/p"));
+  });
+  test("every VM has the aivm-root device; shared folders add one each", () => {
+    const v = { ...vm(), attachments: [att("/p"), att("/q", { mode: "shared" }), att("/r", { mode: "git" })] };
+    expect(vmFilesystems(v)).toEqual([
+      { source: join(v.dir, "export"), tag: "aivm-root", readonly: false },
+      { source: "/q", tag: sharedTag("/q"), readonly: false },
+    ]);
+  });
+});
+
+// ---------- input ----------
+
+describe("guest paths and attachment planning", () => {
+  test.each([
+    ["/work/x", undefined],
+    ["/home/agent/my projé", undefined],
+    ["relative", "is not an absolute path"],
+    ["/", "is the guest's root directory"],
+    ["/proc", "is under /proc"],
+    ["/proc/1", "is under /proc"],
+    ["/sys/x", "is under /sys"],
+    ["/dev/shm", "is under /dev"],
+    ["/mnt/aivm-root/t", "is under /mnt/aivm-root"],
+    ["/devices", undefined],
+    ["/a\nb", "contains control characters"],
+  ])("guestDstProblem(%p) = %p", (p, want) => {
+    expect(guestDstProblem(p)).toBe(want as string | undefined);
+  });
+  test("defaults: shared-root, rw, same path", () => {
+    expect(planAttachment(vm(), "/p", {})).toEqual({ att: att("/p"), saved: false });
+  });
+  test("the saved record wins where options are omitted; a different explicit one is exit 2 naming detach", () => {
+    const v = { ...vm(), attachments: [att("/p", { access: "ro", guest_dst: "/g" })] };
+    expect(planAttachment(v, "/p", {}).att).toEqual(att("/p", { access: "ro", guest_dst: "/g" }));
+    expect(planAttachment(v, "/p", { access: "ro" }).saved).toBe(true);
+    for (const o of [{ access: "rw" as const }, { mode: "git" as const }, { guestDst: "/other" }]) {
+      let err: unknown;
+      try { planAttachment(v, "/p", o); } catch (e) { err = e; }
+      expect(err).toBeInstanceOf(UsageError);
+      expect((err as UsageError).hint).toContain("aivm share detach /p");
+    }
+  });
+  test("shared + ro and git + ro are refused (exit 2); shared + ro points at shared-root", () => {
+    expect(() => planAttachment(vm(), "/p", { mode: "shared", access: "ro" })).toThrow(/readonly/);
+    try { planAttachment(vm(), "/p", { mode: "shared", access: "ro" }); } catch (e) { expect((e as UsageError).hint).toContain("shared-root"); expect((e as UsageError).exitCode).toBe(EXIT.USAGE); }
+    expect(() => planAttachment(vm(), "/p", { mode: "git", access: "ro" })).toThrow(UsageError);
+  });
+  test("a guest path already used by another folder is refused", () => {
+    const v = { ...vm(), attachments: [att("/p", { guest_dst: "/g" })] };
+    expect(() => planAttachment(v, "/q", { guestDst: "/g" })).toThrow(/already used by \/p/);
+  });
+  test("overlap: parent or child of an attached folder, not siblings or the folder itself", () => {
+    const v = { ...vm(), attachments: [att("/w/a")] };
+    expect(overlapping(v, "/w").map((a) => a.host_path)).toEqual(["/w/a"]);
+    expect(overlapping(v, "/w/a/b").map((a) => a.host_path)).toEqual(["/w/a"]);
+    expect(overlapping(v, "/w/ab")).toEqual([]);
+    expect(overlapping(v, "/w/a")).toEqual([]);
+  });
+  test("store records: add (replacing the same folder) and remove", () => {
+    const doc = { vms: [{ name: "box", network: "n" }] };
+    withAttachment(doc, "box", att("/p"));
+    withAttachment(doc, "box", att("/p", { access: "ro" }));
+    expect(doc.vms[0]).toEqual({ name: "box", network: "n", attachments: [att("/p", { access: "ro" })] } as never);
+    withoutAttachment(doc, "box", "/p");
+    expect(doc.vms[0]).toEqual({ name: "box", network: "n" });
+  });
+});
+
+// ---------- preflight ----------
+
+describe("safety preflight", () => {
+  let home: string;
+  beforeEach(() => {
+    home = join(root, "home", "u");
+    for (const d of [".ssh", ".config/gh", "proj/sub"]) mkdirSync(join(home, d), { recursive: true });
+  });
+  test.each([
+    ["home itself", (h: string) => h, /is a home directory/],
+    ["a parent of home", (h: string) => join(h, ".."), /contains the home directory/],
+    ["/", () => "/", /contains the home directory/],
+    ["~/.ssh", (h: string) => join(h, ".ssh"), /is the secrets directory/],
+    ["inside ~/.ssh", (h: string) => join(h, ".ssh", "keys"), /inside the secrets directory/],
+    ["~/.config (parent of ~/.config/gh)", (h: string) => join(h, ".config"), /contains the secrets directory/],
+    ["/etc/ssh", () => "/etc/ssh", /is \/etc\/ssh/],
+    ["/etc", () => "/etc", /contains \/etc\/ssh/],
+    ["/root", () => "/root", /is \/root|contains/],
+    ["a project in home", (h: string) => join(h, "proj"), null],
+    ["a subfolder of a project", (h: string) => join(h, "proj", "sub"), null],
+  ])("%s", (_n, path, want) => {
+    const hit = sensitiveHit(path(home), { homes: [home] });
+    if (want === null) expect(hit).toBeNull();
+    else expect(hit).toMatch(want);
+  });
+  test("compared after symlink resolution: a link to ~/.ssh, and a home reached through a link", () => {
+    symlinkSync(join(home, ".ssh"), join(root, "innocent"));
+    expect(sensitiveHit(join(root, "innocent"), { homes: [home] })).toMatch(/secrets directory/);
+    symlinkSync(home, join(root, "homelink"));
+    expect(sensitiveHit(join(home, ".gnupg"), { homes: [join(root, "homelink")] })).toMatch(/secrets directory/);
+  });
+  test("override: --yes (logged), typing yes; a bare y or no terminal refuses with exit 2", async () => {
+    const p = join(home, ".ssh");
+    await approveSensitive(fakeRunner({ yes: true }).runner, "t", p, { homes: [home] });
+    await approveSensitive(fakeRunner({ yes: false }).runner, "t", p, { homes: [home], interactive: true, ask: async () => "yes\n" });
+    await expect(approveSensitive(fakeRunner({ yes: false }).runner, "t", p, { homes: [home], interactive: true, ask: async () => "y" })).rejects.toThrow(/refusing/);
+    await expect(approveSensitive(fakeRunner({ yes: false }).runner, "t", p, { homes: [home], interactive: false })).rejects.toMatchObject({ exitCode: EXIT.USAGE });
+    await approveSensitive(fakeRunner({ yes: false }).runner, "t", join(home, "proj"), { homes: [home], interactive: false });
+  });
+});
+
+// ---------- host mounts ----------
+
+const entry = (target: string, o: Partial<MountEntry> = {}): MountEntry => ({ target, root: "/", options: "rw,relatime", optional: "", fstype: "ext4", source: "/dev/vda", ...o });
+
+describe("host binds", () => {
+  test("mountinfo: octal escapes, optional fields, the last mount on a path wins", () => {
+    const m = parseMountinfo([
+      "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw",
+      "54 27 254:0 /srv/my\\040proj /v/export/t rw,relatime shared:3 - ext4 /dev/vda rw",
+      "55 54 254:0 /srv/other /v/export/t ro,relatime master:4 - ext4 /dev/vda rw",
+    ].join("\n"));
+    expect(m.get("/v/export/t")).toEqual({ target: "/v/export/t", root: "/srv/other", options: "ro,relatime", optional: "master:4", fstype: "ext4", source: "/dev/vda" });
+    expect(parseMountinfo("60 27 0:1 /a\\040b /x\\040y rw - tmpfs t rw").get("/x y")?.root).toBe("/a b");
+  });
+  test("the export root becomes a shared bind of itself, once", () => {
+    const v = vm();
+    const exp = exportRoot(v);
+    expect(exportMountPlan(v, new Map()).map((a) => a.kind === "run" && a.argv)).toEqual([["mount", "--bind", exp, exp], ["mount", "--make-shared", exp]]);
+    expect(exportMountPlan(v, new Map([[exp, entry(exp)]])).map((a) => a.kind === "run" && a.argv)).toEqual([["mount", "--make-shared", exp]]);
+    expect(exportMountPlan(v, new Map([[exp, entry(exp, { optional: "shared:7" })]]))).toEqual([]);
+    expect(exportMountPlan(v, new Map()).every((a) => a.kind === "run" && a.privileged)).toBe(true);
+  });
+  test("rw: mkdir + bind; ro: staged bind remounted ro before it enters the export", () => {
+    const v = vm();
+    const p = "/srv/my projé";
+    const t = join(exportRoot(v), shareToken(p));
+    const s = join(stageRoot(v), shareToken(p));
+    const argv = (a: ReturnType<typeof hostBindPlan>) => a!.map((x) => x.kind === "run" && x.argv);
+    expect(argv(hostBindPlan(v, att(p), new Map(), () => false))).toEqual([["mkdir", "-p", t], ["mount", "--bind", p, t]]);
+    expect(argv(hostBindPlan(v, att(p, { access: "ro" }), new Map(), () => false))).toEqual([
+      ["mkdir", "-p", t], ["mkdir", "-p", s], ["mount", "--bind", p, s], ["mount", "-o", "remount,bind,ro", s], ["mount", "--bind", s, t], ["umount", s], ["rmdir", s],
+    ]);
+  });
+  test("already bound with the right access: nothing; wrong folder or access: unmounted and redone", () => {
+    const v = vm();
+    const t = join(exportRoot(v), shareToken("/p"));
+    const mounted = new Map([[t, entry(t)]]);
+    expect(hostBindPlan(v, att("/p"), mounted, () => true)).toBeNull();
+    expect(hostBindPlan(v, att("/p"), mounted, () => false)![0]).toEqual({ kind: "run", argv: ["umount", t], privileged: true });
+    expect(hostBindPlan(v, att("/p", { access: "ro" }), mounted, () => true)![0]).toEqual({ kind: "run", argv: ["umount", t], privileged: true });
+    expect(hostBindPlan(v, att("/p", { access: "ro" }), new Map([[t, entry(t, { options: "ro,relatime" })]]), () => true)).toBeNull();
+  });
+  test("unbind: umount when mounted", () => {
+    const v = vm();
+    const t = join(exportRoot(v), shareToken("/p"));
+    expect(hostUnbindPlan(v, att("/p"), new Map([[t, entry(t)]]))).toEqual([{ kind: "run", argv: ["umount", t], privileged: true }]);
+    expect(hostUnbindPlan(v, att("/p"), new Map())).toEqual([]);
+  });
+  test("before vm.dir is removed every mount under it is unmounted, deepest first; a survivor refuses the delete", async () => {
+    const v = vm();
+    const exp = exportRoot(v);
+    const table = new Map([[exp, entry(exp)], [`${exp}/a`, entry(`${exp}/a`)], ["/elsewhere", entry("/elsewhere")], [`${v.dir}x`, entry(`${v.dir}x`)]]);
+    expect(mountsUnder(v.dir, table)).toEqual([`${exp}/a`, exp]);
+    const { runner, fake } = fakeRunner();
+    fake.on(["umount"], {});
+    await releaseVmMounts(runner, v, () => new Map());
+    expect(fake.commands()).toEqual([]);
+    await expect(releaseVmMounts(runner, v, () => table)).rejects.toThrow(/still mounted under/);
+    expect(fake.commands()).toEqual([`umount ${exp}/a`, `umount ${exp}`]);
+  });
+});
+
+// ---------- guest side ----------
+
+describe("guest fstab and scripts", () => {
+  test("fstab fields are octal-escaped", () => {
+    expect(fstabEscape("/a b\tc\\d")).toBe("/a\\040b\\011c\\134d");
+  });
+  test.each([
+    [att("/h/my proj", { guest_dst: "/g/my proj" }), `/mnt/aivm-root/${shareToken("/h/my proj")} /g/my\\040proj none bind,nofail,x-systemd.requires-mounts-for=/mnt/aivm-root 0 0`],
+    [att("/h/p", { access: "ro" }), `/mnt/aivm-root/${shareToken("/h/p")} /h/p none bind,ro,nofail,x-systemd.requires-mounts-for=/mnt/aivm-root 0 0`],
+    [att("/h/p", { mode: "shared" }), `${sharedTag("/h/p")} /h/p virtiofs nofail 0 0`],
+  ])("fstabLine %#", (a, line) => {
+    expect(fstabLine(a)).toBe(line);
+    expect(line.split(" ")).toHaveLength(6);
+  });
+  test("the scripts are valid sh", () => {
+    for (const s of [GUEST_MOUNT_SCRIPT, GUEST_UNMOUNT_SCRIPT, SESSION_SCRIPT, GUEST_GIT_SCRIPT]) {
+      const r = Bun.spawnSync(["sh", "-n", "-c", s]);
+      expect(r.exitCode).toBe(0);
+    }
+  });
+  test("remote words survive ssh's join-with-spaces and the guest shell's split (spaces, quotes, non-ASCII, $)", () => {
+    const words = ["sh", "-c", "echo 'x' \"$1\"", "my projé", "it's", "$HOME", "a\\b", ""];
+    const joined = remoteCommand(words).join(" ");
+    const r = Bun.spawnSync(["sh", "-c", `for a in ${joined}; do printf '%s\\0' "$a"; done`]);
+    expect(r.stdout.toString().split("\0").slice(0, -1)).toEqual(words);
+  });
+  test("the session command passes the mount arguments and the user's command as data", () => {
+    const a = att("/h/my proj");
+    const cmd = sessionCommand(a, ["echo", "$HOME"]);
+    expect(cmd[0]).toStartWith("AIVM_MOUNT=");
+    const r = Bun.spawnSync(["sh", "-c", `set -- ${cmd.slice(5).join(" ")}; printf '%s\\0' "$@"`]);
+    expect(r.stdout.toString().split("\0").slice(0, -1)).toEqual([...guestMountArgs(a), "echo $HOME"]);
+  });
+  test("the mount script keeps exactly one fstab line per folder (run against a scratch fstab)", () => {
+    // the fstab part of the script, isolated: same awk + append logic on a copy
+    const f = join(root, "fstab");
+    writeFileSync(f, "/dev/vda / ext4 defaults 0 1\n");
+    const script = GUEST_MOUNT_SCRIPT.slice(GUEST_MOUNT_SCRIPT.indexOf("tmp=")).replaceAll("/etc/fstab", f).replace("tmp=/etc/fstab.aivm.$$", `tmp=${f}.aivm.$$`);
+    const a = att("/h/my proj");
+    const run1 = () => Bun.spawnSync(["sh", "-c", `key=$1 line=$2\n${script}`, "x", guestMountArgs(a)[5]!, guestMountArgs(a)[6]!]);
+    run1();
+    run1();
+    expect(readFileSync(f, "utf8")).toBe(`/dev/vda / ext4 defaults 0 1\n${fstabLine(a)}\n`);
+  });
+});
+
+describe("guest user ids", () => {
+  test("SUDO_UID/SUDO_GID win; else the process ids when not root", () => {
+    expect(guestIds(vm(), { SUDO_UID: "1234", SUDO_GID: "99" })).toEqual({ uid: 1234, gid: 99 });
+    expect(guestIds(vm(), { SUDO_UID: "1234" })).toEqual({ uid: 1234, gid: 1234 });
+    if (process.getuid?.() !== 0) expect(guestIds(vm(), {})).toEqual({ uid: process.getuid!(), gid: process.getgid!() });
+    else expect(guestIds({ ...vm(), attachments: [] }, {})).toEqual({});
+  });
+});
+
+// ---------- detach ----------
+
+describe("detach", () => {
+  test("a failed guest unmount keeps the record and reports it; the host bind is left alone", async () => {
+    writeFileSync(cfg, config(recorded([att("/h/p")])));
+    const v = vm();
+    mkdirSync(v.dir, { recursive: true });
+    writeFileSync(join(v.dir, "ip"), "10.77.0.5\n");
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], { stdout: "running\n" });
+    fake.on([...V, "net-dhcp-leases"], { stdout: "" });
+    fake.on([...V, "domifaddr"], { stdout: ` vnet0 52:54:00:00:00:00 ipv4 10.77.0.5/24\n`.replace("52:54:00:00:00:00", (await import("../lib/domain.ts")).macAddress("box")) });
+    fake.on(["ssh"], (argv) => (argv.includes("true") ? {} : { exitCode: 32, stderr: "umount: /h/p: target is busy." }));
+    const r = await detachFolder(runner, cfg, v, att("/h/p"));
+    expect(r.removed).toBe(false);
+    expect(r.problems.join()).toMatch(/target is busy/);
+    expect(fake.commands().some((c) => c.startsWith("umount"))).toBe(false);
+    expect(vm().attachments).toEqual([att("/h/p")]);
+  });
+  test("a shut-off VM: host unbind, then the record goes", async () => {
+    writeFileSync(cfg, config(recorded([att("/h/p")])));
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], { stdout: "shut off\n" });
+    const r = await detachFolder(runner, cfg, vm(), att("/h/p"));
+    expect(r).toEqual({ removed: true, problems: [] });
+    expect(vm().attachments).toEqual([]);
+  });
+});
+
+// ---------- commands ----------
+
+describe("aivm share", () => {
+  test("bad input: exit 2, one line, config untouched", async () => {
+    const before = readFileSync(cfg, "utf8");
+    writeFileSync(join(root, "file"), "x");
+    mkdirSync(join(root, "plain"));
+    for (const args of [
+      ["share", "attach", join(root, "missing")],
+      ["share", "attach", join(root, "file")],
+      ["share", "attach", join(root, "plain"), "--guest-dst", "rel"],
+      ["share", "attach", join(root, "plain"), "--guest-dst", "/proc/x"],
+      ["share", "attach", join(root, "plain"), "--guest-dst", "/sys"],
+      ["share", "attach", join(root, "plain"), "--guest-dst", "/dev/x"],
+      ["share", "attach", join(root, "plain"), "--mode", "nfs"],
+      ["share", "attach", join(root, "plain"), "--access", "rx"],
+      ["share", "sync", join(root, "plain")],
+    ]) {
+      fake.on(["git"], { exitCode: 128, stderr: "fatal: not a git repository" });
+      const r = await run(...args, "--yes");
+      expect({ args, code: r.code }).toEqual({ args, code: 2 });
+      expect(r.stderr.split("\n").filter((l) => l.startsWith("aivm:"))).toHaveLength(1);
+    }
+    fake.on(["git"], { exitCode: 128, stderr: "fatal: not a git repository" });
+    const g = await run("share", "attach", join(root, "plain"), "--mode", "git", "--yes");
+    expect(g.code).toBe(2);
+    expect(g.stderr).toContain("not a git work tree");
+    expect(readFileSync(cfg, "utf8")).toBe(before);
+    expect(fake.commands().every((c) => c.startsWith("git "))).toBe(true);
+  });
+  test("attach --dry-run on a VM not created yet prints the record and the host bind, changes nothing", async () => {
+    const before = readFileSync(cfg, "utf8");
+    mkdirSync(join(root, "my projé"));
+    fake.on([...V, "domstate", "box"], { exitCode: 1, stderr: "error: failed to get domain 'box'" });
+    const r = await run("share", "attach", join(root, "my projé"), "--dry-run");
+    expect(r.code).toBe(0);
+    const text = r.stdout + printed.join("\n");
+    expect(text).toContain(`host_path = "${join(root, "my projé")}"`);
+    expect(text).toContain(`mount --bind '${join(root, "my projé")}' ${join(vm().dir, "export", shareToken(join(root, "my projé")))}`);
+    expect(readFileSync(cfg, "utf8")).toBe(before);
+  });
+  test("detach of a folder that is not attached: nothing to do, exit 0", async () => {
+    mkdirSync(join(root, "p"));
+    const r = await run("share", "detach", join(root, "p"));
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain("not attached");
+  });
+  test("list: tab-separated rows and --json", async () => {
+    writeFileSync(cfg, config(recorded([att("/h/p"), att("/h/r", { mode: "git" })])));
+    const r = await run("share", "list");
+    expect(r.stdout).toBe("box\tshared-root\trw\t/h/p\t/h/p\nbox\tgit\trw\t/h/r\t/h/r\n");
+    const j = await run("share", "list", "--json");
+    expect(JSON.parse(j.stdout)).toEqual([{ vm: "box", ...att("/h/p") }, { vm: "box", ...att("/h/r", { mode: "git" }) }]);
+  });
+  test("attach of a sensitive folder without --yes and without a terminal: exit 2, nothing recorded", async () => {
+    const home = join(root, "home");
+    mkdirSync(join(home, ".ssh"), { recursive: true });
+    const old = process.env.HOME;
+    process.env.HOME = home;
+    try {
+      const before = readFileSync(cfg, "utf8");
+      const r = await run("share", "attach", join(home, ".ssh"));
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain("secrets directory");
+      expect(readFileSync(cfg, "utf8")).toBe(before);
+    } finally {
+      process.env.HOME = old;
+    }
+  });
+});
