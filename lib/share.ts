@@ -2,7 +2,7 @@
 // bind mount under it and a guest bind mount at guest_dst), `shared` (one cold-plugged virtiofs device per folder) and
 // `git` (a guest-local clone moved with explicit push/pull). Planners are pure; apply functions take the Runner first.
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from "node:fs";
 import { homedir, userInfo } from "node:os";
 import { basename, dirname, isAbsolute, join, normalize, relative, resolve } from "node:path";
 import type { Access, AttachmentDoc, Mode, StoreDoc, Vm } from "./config.ts";
@@ -319,6 +319,31 @@ export function hostBindPlan(vm: Vm, att: AttachmentDoc, mounts: Map<string, Mou
     actions.push({ kind: "run", argv: ["mount", "--bind", att.host_path, target], privileged: true });
   }
   return actions;
+}
+
+/** The pids of the virtiofsd processes serving this VM's export root (from /proc; empty when none or not visible). */
+export function virtiofsdPids(vm: Vm, proc = "/proc"): number[] {
+  const want = `source=${exportRoot(vm)}`;
+  const pids: number[] = [];
+  for (const d of safe(() => readdirSync(proc)) ?? []) {
+    if (!/^\d+$/.test(d)) continue;
+    const cmd = safe(() => readFileSync(join(proc, d, "cmdline"), "utf8"))?.split("\0") ?? [];
+    if (cmd[0]?.endsWith("virtiofsd") && cmd.some((a) => a === want || a.endsWith(want) || a.includes(`${want},`))) pids.push(Number(d));
+  }
+  return pids;
+}
+
+/**
+ * Does the running virtiofsd see the folder at <export>/<token>? It lives in its own mount namespace: a bind made
+ * after it started reaches it only when the export root was a shared mount before it started. null: cannot tell.
+ */
+export function virtiofsdSees(vm: Vm, att: AttachmentDoc, proc = "/proc"): boolean | null {
+  const pids = virtiofsdPids(vm, proc);
+  if (!pids.length) return null;
+  const seen = safe(() => statSync(join(proc, String(pids[pids.length - 1]), "root", shareToken(att.host_path))));
+  const host = safe(() => statSync(att.host_path));
+  if (!seen || !host) return seen ? null : false;
+  return seen.dev === host.dev && seen.ino === host.ino;
 }
 
 /** Undo the host bind: unmount (if mounted) and remove the empty mount point. */
@@ -703,9 +728,8 @@ export async function attachFolder(runner: Runner, configPath: string, vm: Vm, a
   } else {
     ip = await runningIp(runner, next);
   }
-  if (att.mode === "shared-root" && !runner.dryRun) {
-    const m = readMounts().get(exportRoot(next));
-    if (!m || !/\bshared:\d+/.test(m.optional)) log.warn(`${exportRoot(next)} was not a shared mount when ${vm.name} started: new folders may stay invisible in the guest until it restarts`);
+  if (att.mode === "shared-root" && !runner.dryRun && virtiofsdSees(next, att) === false) {
+    throw new AivmError("share attach", `${vm.name}'s virtiofsd does not see the new bind of ${att.host_path} (its mount namespace receives no host mounts: the export root was not a shared mount when the VM started)`, EXIT.FAILED, `restart the VM once (aivm vm restart --vm ${vm.name}); the attachment is saved and mounts then`);
   }
   await guestMount(runner, next, ip, att);
   return { att, state, mounted: true };
