@@ -12,7 +12,7 @@ import { AivmError, EXIT } from "./errors.ts";
 import { log } from "./log.ts";
 import type { Runner } from "./run.ts";
 import {
-  approveSensitive, attachFolder, findAttachment, gitTopLevel, guestMount, hostBindPlan, hostDir, overlapping,
+  approveSensitive, attachFolder, containingAttachment, guestMount, hostBindPlan, hostDir, overlapping,
   planAttachment, readMounts, restoreHostBinds, withAttachment,
 } from "./share.ts";
 import { knownHostsLine } from "./ssh-config.ts";
@@ -32,6 +32,8 @@ export interface Session {
   ip: string;
   /** true: no libvirt call was made (the warm path) */
   warm: boolean;
+  /** where the session starts in the guest: guest_dst, or the matching subdirectory of it */
+  cwd: string;
 }
 
 /** Does ip:port accept a TCP connection within ms? */
@@ -64,15 +66,14 @@ export async function prepareSession(ctx: SessionCtx, o: { dir: string; vmName?:
   await approveSensitive(runner, o.what, hostPath);
   let doc = ctx.doc;
   let vm = resolveVm(doc, o.vmName);
-  let att = findAttachment(vm, hostPath);
-  if (!att) {
-    const top = await gitTopLevel(runner, hostPath).catch(() => null);
-    if (top) att = vm.attachments.find((a) => a.mode === "git" && a.host_path === top);
-    if (att) hostPath = top!;
-  }
+  // a folder inside an attached one is a session in the attached one, started in the matching guest directory
+  const inside = containingAttachment(vm, hostPath);
+  let att = inside?.att;
+  let cwd = inside?.cwd;
+  if (att) hostPath = att.host_path;
 
   const ip = await warmIp(vm, att);
-  if (ip && att) return { vm, att, ip, warm: true };
+  if (ip && att) return { vm, att, ip, warm: true, cwd: cwd ?? att.guest_dst };
 
   // ---- the reconcile ----
   const fresh = !vm.recorded && !existsSync(join(vm.dir, "disk.qcow2"));
@@ -100,7 +101,7 @@ export async function prepareSession(ctx: SessionCtx, o: { dir: string; vmName?:
   const { up, logUp } = await import("./up.ts");
   const report = await up(runner, ctx.configPath, doc, vm);
   if (report.changed) logUp(report);
-  if (runner.dryRun) return { vm, att, ip: report.ip ?? "0.0.0.0", warm: false };
+  if (runner.dryRun) return { vm, att, ip: report.ip ?? "0.0.0.0", warm: false, cwd: cwd ?? att.guest_dst };
   const readyIp = report.ip!;
   vm = resolveVm(loadStore(ctx.configPath).doc, vm.name);
   await restoreHostBinds(runner, vm); // a VM that was already running: binds missing since it started
@@ -114,7 +115,7 @@ export async function prepareSession(ctx: SessionCtx, o: { dir: string; vmName?:
     }
     await guestMount(runner, vm, readyIp, other).catch((e) => log.warn(`could not restore ${other.host_path} at ${other.guest_dst}: ${(e as Error).message}`));
   }
-  return { vm, att, ip: readyIp, warm: false };
+  return { vm, att, ip: readyIp, warm: false, cwd: cwd ?? att.guest_dst };
 }
 
 /** The steps to open the folder from a workstation (this host has no `code`, or we run over SSH ourselves). */

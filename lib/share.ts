@@ -100,6 +100,14 @@ export function findAttachment(vm: Vm, hostPath: string): AttachmentDoc | undefi
   return vm.attachments.find((a) => a.host_path === hostPath);
 }
 
+/** The attachment whose folder holds hostPath (the innermost), and the matching guest directory. */
+export function containingAttachment(vm: Vm, hostPath: string): { att: AttachmentDoc; cwd: string } | undefined {
+  const att = vm.attachments.filter((a) => within(hostPath, a.host_path)).sort((a, b) => b.host_path.length - a.host_path.length)[0];
+  if (!att) return undefined;
+  const rel = relative(att.host_path, hostPath);
+  return { att, cwd: rel ? join(att.guest_dst, rel) : att.guest_dst };
+}
+
 /**
  * The attachment to make for a folder: the saved record wins where an option is omitted; an explicit option that
  * differs from the saved one is an error (detach and re-attach). Pure apart from nothing: hostPath is already resolved.
@@ -511,21 +519,21 @@ export async function guestUnmount(runner: Runner, vm: Vm, ip: string, att: Atta
 /**
  * One ssh round trip for `aivm ssh`: make sure the folder is mounted (sudo only when it is not), then cd there and
  * run the command through the login user's shell, or start an interactive login shell.
- * $1.. the GUEST_MOUNT_SCRIPT arguments (7), $8 the command ("" for a shell).
+ * $1.. the GUEST_MOUNT_SCRIPT arguments (7), $8 the command ("" for a shell), $9 the directory to start in.
  */
 export const SESSION_SCRIPT = `dst=$4 cmd=$8
 if [ "$1" = git ]; then [ -d "$dst" ] || { echo "aivm: $dst does not exist in the guest" >&2; exit 1; }
 elif ! mountpoint -q "$dst"; then sudo -n sh -c "$AIVM_MOUNT" aivm-mount "$1" "$2" "$3" "$4" "$5" "$6" "$7" || exit 1; fi
-cd "$dst" || exit 1
+cd "\${9:-$dst}" || exit 1
 if [ -z "$cmd" ]; then exec "\${SHELL:-/bin/sh}" -l; fi
 exec "\${SHELL:-/bin/sh}" -c "$cmd"
 `;
 
 /** The remote command for `aivm ssh` / `aivm code`'s check. Command words are joined with spaces, as ssh does. */
-export function sessionCommand(att: AttachmentDoc, command: string[]): string[] {
+export function sessionCommand(att: AttachmentDoc, command: string[], cwd: string = att.guest_dst): string[] {
   const mountArgs = att.mode === "git" ? ["git", "", "", att.guest_dst, att.access, "", ""] : guestMountArgs(att);
   // AIVM_MOUNT carries the mount script into the session script as data
-  return ["AIVM_MOUNT=" + shellQuote(GUEST_MOUNT_SCRIPT), ...remoteCommand(["sh", "-c", SESSION_SCRIPT, "aivm-session", ...mountArgs, command.join(" ")])];
+  return ["AIVM_MOUNT=" + shellQuote(GUEST_MOUNT_SCRIPT), ...remoteCommand(["sh", "-c", SESSION_SCRIPT, "aivm-session", ...mountArgs, command.join(" "), cwd])];
 }
 
 // ---------- git mode ----------

@@ -9,7 +9,7 @@ import { loadStore, resolveVm, type AttachmentDoc, type Vm } from "../lib/config
 import { EXIT, UsageError } from "../lib/errors.ts";
 import { Runner } from "../lib/run.ts";
 import {
-  approveSensitive, detachFolder, exportMountPlan, exportRoot, fstabEscape, fstabLine, GUEST_MOUNT_SCRIPT, GUEST_UNMOUNT_SCRIPT, GUEST_GIT_SCRIPT,
+  approveSensitive, containingAttachment, detachFolder, exportMountPlan, exportRoot, fstabEscape, fstabLine, GUEST_MOUNT_SCRIPT, GUEST_UNMOUNT_SCRIPT, GUEST_GIT_SCRIPT,
   guestDstProblem, guestIds, guestMountArgs, hostBindPlan, hostUnbindPlan, mountsUnder, overlapping, parseMountinfo, planAttachment,
   releaseVmMounts, remoteCommand, SESSION_SCRIPT, sensitiveHit, sessionCommand, sharedTag, shareToken, stageRoot, vmFilesystems,
   withAttachment, withoutAttachment, type MountEntry,
@@ -293,7 +293,20 @@ describe("guest fstab and scripts", () => {
     const cmd = sessionCommand(a, ["echo", "$HOME"]);
     expect(cmd[0]).toStartWith("AIVM_MOUNT=");
     const r = Bun.spawnSync(["sh", "-c", `set -- ${cmd.slice(5).join(" ")}; printf '%s\\0' "$@"`]);
-    expect(r.stdout.toString().split("\0").slice(0, -1)).toEqual([...guestMountArgs(a), "echo $HOME"]);
+    expect(r.stdout.toString().split("\0").slice(0, -1)).toEqual([...guestMountArgs(a), "echo $HOME", "/h/my proj"]);
+  });
+  test("the session script starts in the given directory and runs the command through the shell (git kind: no mount)", () => {
+    const d = join(root, "my projé");
+    mkdirSync(join(d, "sub"), { recursive: true });
+    const r = Bun.spawnSync(["sh", "-c", SESSION_SCRIPT, "aivm-session", "git", "", "", d, "rw", "", "", "pwd; exit 7", join(d, "sub")], { env: { ...process.env, SHELL: "/bin/sh" } });
+    expect({ code: r.exitCode, out: r.stdout.toString() }).toEqual({ code: 7, out: `${join(d, "sub")}\n` });
+  });
+  test("a folder inside an attached one: that attachment, started in the matching guest directory", () => {
+    const v = { ...vm(), attachments: [att("/w", { guest_dst: "/g" }), att("/w/a/b", { guest_dst: "/gb" })] };
+    expect(containingAttachment(v, "/w/a/b/c")).toEqual({ att: att("/w/a/b", { guest_dst: "/gb" }), cwd: "/gb/c" });
+    expect(containingAttachment(v, "/w/a")).toEqual({ att: att("/w", { guest_dst: "/g" }), cwd: "/g/a" });
+    expect(containingAttachment(v, "/w")).toEqual({ att: att("/w", { guest_dst: "/g" }), cwd: "/g" });
+    expect(containingAttachment(v, "/wx")).toBeUndefined();
   });
   test("the mount script keeps exactly one fstab line per folder (run against a scratch fstab)", () => {
     // the fstab part of the script, isolated: same awk + append logic on a copy

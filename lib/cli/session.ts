@@ -52,10 +52,10 @@ export const code = leaf({
       const { workstationSteps } = await import("../session.ts");
       const { vmFiles } = await import("../vm.ts");
       log.info(process.env.SSH_CONNECTION ? "aivm runs over SSH: open the folder from your workstation" : "`code` is not on PATH here: open the folder from a workstation");
-      out(workstationSteps(s.vm, s.ip, s.att.guest_dst, readFileSync(vmFiles(s.vm).hostKeyPub, "utf8")));
+      out(workstationSteps(s.vm, s.ip, s.cwd, readFileSync(vmFiles(s.vm).hostKeyPub, "utf8")));
       return;
     }
-    const r = await ctx.runner.exec(["code", "--remote", `ssh-remote+${s.vm.name}`, s.att.guest_dst], { inherit: true, nothrow: true });
+    const r = await ctx.runner.exec(["code", "--remote", `ssh-remote+${s.vm.name}`, s.cwd], { inherit: true, nothrow: true });
     if (r.exitCode !== 0) throw new PassThroughExit(r.exitCode);
   },
 });
@@ -70,7 +70,7 @@ export const ssh = leaf({
     const s = await session(ctx, args, "ssh");
     const { sshArgv } = await import("../ssh-config.ts");
     const { sessionCommand } = await import("../share.ts");
-    const argv = sshArgv(s.vm, s.ip, { ...(command.length ? {} : { tty: true }), command: sessionCommand(s.att, command) });
+    const argv = sshArgv(s.vm, s.ip, { ...(command.length ? {} : { tty: true }), command: sessionCommand(s.att, command, s.cwd) });
     const r = await ctx.runner.exec(argv, { inherit: true, nothrow: true });
     if (r.exitCode !== 0) throw new PassThroughExit(r.exitCode);
   },
