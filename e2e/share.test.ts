@@ -291,6 +291,20 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
     expect((await git("log", "--format=%s")).stdout).toBe("guest commit\nhost commit\n");
   });
 
+  step("shared mode on a running VM: cold-plugged device after a consented restart, mounted and in fstab", async () => {
+    const dir = join(runDir, "work", "per-folder");
+    mkdirSync(dir);
+    writeFileSync(join(dir, "s.txt"), "per folder\n");
+    chownSync(dir, OWNER, OWNER);
+    const r = await aivmOk(["share", "attach", dir, "--mode", "shared", "--yes"], { timeoutMs: 20 * 60_000, live: true });
+    figures["share attach --mode shared (restart)"] = secs(r.ms);
+    expect((await guest(`mountpoint -q ${q(dir)} && cat ${q(join(dir, "s.txt"))}`)).stdout).toBe("per folder\n");
+    expect((await guest("cat /etc/fstab")).stdout).toMatch(/^aivm-per-folder-[0-9a-f]{10} .* virtiofs nofail 0 0$/m);
+    expect((await sh(priv(["virsh", "-q", "-c", URI, "dumpxml", names.vm]))).stdout).toContain(`<source dir='${dir}'/>`);
+    await aivmOk(["share", "detach", dir, "--yes"]);
+    expect((await guest(`mountpoint -q ${q(dir)}`)).code).not.toBe(0);
+  }, 25 * 60_000);
+
   step("vm delete leaves the host folders intact; fw remove, net destroy", async () => {
     if (KEEP) return;
     try { cpSync(join(vmDir, "console.log"), join(runDir, "console.log")); } catch {}
