@@ -30,8 +30,7 @@ export async function listAll(runner: Runner, doc: StoreDoc): Promise<Listing> {
   let nets: Map<string, string> | null = null;
   let error: string | undefined;
   try {
-    const d = await virshRead(runner, uri, ["list", "--all"]);
-    const n = await virshRead(runner, uri, ["net-list", "--all"]);
+    const [d, n] = await Promise.all([virshRead(runner, uri, ["list", "--all"]), virshRead(runner, uri, ["net-list", "--all"])]);
     if (d.exitCode === 0) domains = parseTable(d.stdout, 1, [2]);
     if (n.exitCode === 0) nets = parseTable(n.stdout, 0, [1, 2]);
   } catch (e) {
