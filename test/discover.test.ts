@@ -3,12 +3,12 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { main } from "../bin/aivm.ts";
 import { inject } from "../lib/cli/_shared.ts";
 import { loadStore, resolveVm, type StoreDoc } from "../lib/config.ts";
 import { discover, formatSummary, parseDhcpRange, planImport, summarize, type LiveNetwork } from "../lib/discover.ts";
 import { Runner } from "../lib/run.ts";
 import { GIB } from "../lib/status.ts";
+import { runMain } from "./helpers/main.ts";
 import { FakeBackend, fakeRunner } from "./helpers/fake-runner.ts";
 
 const URI = "qemu:///system";
@@ -126,21 +126,8 @@ describe("discover", () => {
 });
 
 describe("aivm config discover (CLI)", () => {
-  async function cli(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    const o = process.stdout.write.bind(process.stdout);
-    const e = process.stderr.write.bind(process.stderr);
-    let stdout = "";
-    let stderr = "";
-    process.stdout.write = ((s: string) => { stdout += s; return true; }) as typeof process.stdout.write;
-    process.stderr.write = ((s: string) => { stderr += s; return true; }) as typeof process.stderr.write;
-    try {
-      return { code: await main([...argv, "--config", join(root, "config.toml")]), stdout, stderr };
-    } finally {
-      process.stdout.write = o;
-      process.stderr.write = e;
-      process.exitCode = 0;
-    }
-  }
+  const cli = (...argv: string[]) => runMain([...argv, "--config", join(root, "config.toml")]);
+
 
   test("--yes writes imported = true and the network with the firewall off; a second run finds nothing new", async () => {
     const cfg = join(root, "config.toml");

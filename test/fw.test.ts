@@ -9,7 +9,7 @@ import {
 } from "../lib/fw.ts";
 import { Runner } from "../lib/run.ts";
 import { inject } from "../lib/cli/_shared.ts";
-import { main } from "../bin/aivm.ts";
+import { runMain } from "./helpers/main.ts";
 import { FakeBackend, fakeRunner } from "./helpers/fake-runner.ts";
 
 const PORTS_DOC: StoreDoc = { defaults: { firewall: { allow_tcp_ports: [8080, 22, 3000], allow_udp_ports: [5353], extra_block_cidrs: ["10.1.0.0/16", "8.8.8.8/32"] } } };
@@ -191,15 +191,8 @@ describe("aivm fw (commands)", () => {
     inject.runner = ({ dryRun, yes }) => new Runner(fake, { isRoot: true, interactive: false, dryRun, yes, print: () => {} });
     return path;
   }
-  async function run(argv: string[]) {
-    const o = process.stdout.write.bind(process.stdout);
-    const e = process.stderr.write.bind(process.stderr);
-    let stdout = "";
-    let stderr = "";
-    process.stdout.write = ((s: string) => { stdout += s; return true; }) as typeof process.stdout.write;
-    process.stderr.write = ((s: string) => { stderr += s; return true; }) as typeof process.stderr.write;
-    try { return { code: await main(argv), stdout, stderr }; } finally { process.stdout.write = o; process.stderr.write = e; process.exitCode = 0; }
-  }
+  const run = runMain;
+
   test("fw rules with only [defaults] runs nothing and prints the ruleset", async () => {
     const cfg = setup('[defaults.network]\nname = "sandbox"\n');
     const r = await run(["fw", "rules", "--config", cfg]);

@@ -10,7 +10,7 @@ import {
 } from "../lib/net.ts";
 import { Runner } from "../lib/run.ts";
 import { inject } from "../lib/cli/_shared.ts";
-import { main } from "../bin/aivm.ts";
+import { runMain } from "./helpers/main.ts";
 import { FakeBackend, fakeRunner } from "./helpers/fake-runner.ts";
 
 const URI = "qemu:///system";
@@ -243,21 +243,8 @@ describe("aivm net (commands)", () => {
     return path;
   }
 
-  async function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    const o = process.stdout.write.bind(process.stdout);
-    const e = process.stderr.write.bind(process.stderr);
-    let stdout = "";
-    let stderr = "";
-    process.stdout.write = ((s: string) => { stdout += s; return true; }) as typeof process.stdout.write;
-    process.stderr.write = ((s: string) => { stderr += s; return true; }) as typeof process.stderr.write;
-    try {
-      return { code: await main(argv), stdout, stderr };
-    } finally {
-      process.stdout.write = o;
-      process.stderr.write = e;
-      process.exitCode = 0;
-    }
-  }
+  const run = runMain;
+
 
   test("net xml with only [defaults] runs nothing", async () => {
     const cfg = setup(`[defaults.network]\nname = "sandbox"\nsubnet = "10.88.0.0/24"\n`, () => {});

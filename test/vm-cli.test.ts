@@ -3,7 +3,6 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { main } from "../bin/aivm.ts";
 import { inject } from "../lib/cli/_shared.ts";
 import { loadStore, resolveVm } from "../lib/config.ts";
 import { macAddress } from "../lib/domain.ts";
@@ -13,6 +12,7 @@ import { Runner } from "../lib/run.ts";
 import { vmFiles } from "../lib/vm.ts";
 import { BUN, ROOT } from "./helpers/cli.ts";
 import { FakeBackend } from "./helpers/fake-runner.ts";
+import { runMain } from "./helpers/main.ts";
 
 const URI = "qemu:///system";
 const V = ["virsh", "-q", "-c", URI];
@@ -49,22 +49,9 @@ afterEach(() => { delete inject.runner; });
 
 const vm = () => resolveVm(loadStore(cfg).doc);
 
-async function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const o = process.stdout.write.bind(process.stdout);
-  const e = process.stderr.write.bind(process.stderr);
-  let stdout = "";
-  let stderr = "";
-  process.stdout.write = ((s: string) => { stdout += s; return true; }) as typeof process.stdout.write;
-  process.stderr.write = ((s: string) => { stderr += s; return true; }) as typeof process.stderr.write;
-  try {
-    const i = argv.indexOf("--");
-    const args = i < 0 ? [...argv, "--config", cfg] : [...argv.slice(0, i), "--config", cfg, ...argv.slice(i)];
-    return { code: await main(args), stdout, stderr };
-  } finally {
-    process.stdout.write = o;
-    process.stderr.write = e;
-    process.exitCode = 0;
-  }
+function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const i = argv.indexOf("--");
+  return runMain(i < 0 ? [...argv, "--config", cfg] : [...argv.slice(0, i), "--config", cfg, ...argv.slice(i)]);
 }
 
 /** The real tools' effects on disk, for a create. */
