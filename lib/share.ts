@@ -517,23 +517,23 @@ export async function guestUnmount(runner: Runner, vm: Vm, ip: string, att: Atta
 }
 
 /**
- * One ssh round trip for `aivm ssh`: make sure the folder is mounted (sudo only when it is not), then cd there and
- * run the command through the login user's shell, or start an interactive login shell.
- * $1.. the GUEST_MOUNT_SCRIPT arguments (7), $8 the command ("" for a shell), $9 the directory to start in.
+ * One ssh round trip for `aivm ssh` / `aivm code`: the text the guest user's login shell runs (ssh hands the remote
+ * command to it, as for a bare `ssh vm CMD`). It checks the mount with shell builtins only (/proc/self/mountinfo),
+ * mounts with sudo only when the folder is not mounted, cds to cwd, then runs CMD as typed (or a login shell).
+ * Every value in it is shell-quoted; CMD is the user's own command line, passed like ssh passes it.
  */
-export const SESSION_SCRIPT = `dst=$4 cmd=$8
-if [ "$1" = git ]; then [ -d "$dst" ] || { echo "aivm: $dst does not exist in the guest" >&2; exit 1; }
-elif ! mountpoint -q "$dst"; then sudo -n sh -c "$AIVM_MOUNT" aivm-mount "$1" "$2" "$3" "$4" "$5" "$6" "$7" || exit 1; fi
-cd "\${9:-$dst}" || exit 1
-if [ -z "$cmd" ]; then exec "\${SHELL:-/bin/sh}" -l; fi
-exec "\${SHELL:-/bin/sh}" -c "$cmd"
-`;
-
-/** The remote command for `aivm ssh` / `aivm code`'s check. Command words are joined with spaces, as ssh does. */
 export function sessionCommand(att: AttachmentDoc, command: string[], cwd: string = att.guest_dst): string[] {
-  const mountArgs = att.mode === "git" ? ["git", "", "", att.guest_dst, att.access, "", ""] : guestMountArgs(att);
-  // AIVM_MOUNT carries the mount script into the session script as data
-  return ["AIVM_MOUNT=" + shellQuote(GUEST_MOUNT_SCRIPT), ...remoteCommand(["sh", "-c", SESSION_SCRIPT, "aivm-session", ...mountArgs, command.join(" "), cwd])];
+  const parts: string[] = [];
+  if (att.mode !== "git") {
+    const mount = remoteCommand(["sudo", "-n", "sh", "-c", GUEST_MOUNT_SCRIPT, "aivm-mount", ...guestMountArgs(att)]).join(" ");
+    parts.push(
+      `m=; while read -r _ _ _ _ p _; do [ "$p" = ${shellQuote(fstabEscape(att.guest_dst))} ] && m=1; done < /proc/self/mountinfo`,
+      `[ -n "$m" ] || ${mount} || exit 1`,
+    );
+  }
+  parts.push(`cd ${shellQuote(cwd)} || exit 1`);
+  parts.push(command.length ? command.join(" ") : `exec "\${SHELL:-/bin/sh}" -l`);
+  return [parts.join("; ")];
 }
 
 // ---------- git mode ----------

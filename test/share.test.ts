@@ -11,7 +11,7 @@ import { Runner } from "../lib/run.ts";
 import {
   approveSensitive, containingAttachment, detachFolder, exportMountPlan, exportRoot, fstabEscape, fstabLine, GUEST_MOUNT_SCRIPT, GUEST_UNMOUNT_SCRIPT, GUEST_GIT_SCRIPT,
   guestDstProblem, guestIds, guestMountArgs, hostBindPlan, hostUnbindPlan, mountsUnder, overlapping, parseMountinfo, planAttachment,
-  releaseVmMounts, remoteCommand, SESSION_SCRIPT, sensitiveHit, sessionCommand, sharedTag, shareToken, stageRoot, vmFilesystems,
+  releaseVmMounts, remoteCommand, sensitiveHit, sessionCommand, sharedTag, shareToken, stageRoot, vmFilesystems,
   withAttachment, withoutAttachment, type MountEntry,
 } from "../lib/share.ts";
 import { FakeBackend, fakeRunner } from "./helpers/fake-runner.ts";
@@ -277,7 +277,7 @@ describe("guest fstab and scripts", () => {
     expect(line.split(" ")).toHaveLength(6);
   });
   test("the scripts are valid sh", () => {
-    for (const s of [GUEST_MOUNT_SCRIPT, GUEST_UNMOUNT_SCRIPT, SESSION_SCRIPT, GUEST_GIT_SCRIPT]) {
+    for (const s of [GUEST_MOUNT_SCRIPT, GUEST_UNMOUNT_SCRIPT, GUEST_GIT_SCRIPT]) {
       const r = Bun.spawnSync(["sh", "-n", "-c", s]);
       expect(r.exitCode).toBe(0);
     }
@@ -288,18 +288,28 @@ describe("guest fstab and scripts", () => {
     const r = Bun.spawnSync(["sh", "-c", `for a in ${joined}; do printf '%s\\0' "$a"; done`]);
     expect(r.stdout.toString().split("\0").slice(0, -1)).toEqual(words);
   });
-  test("the session command passes the mount arguments and the user's command as data", () => {
-    const a = att("/h/my proj");
-    const cmd = sessionCommand(a, ["echo", "$HOME"]);
-    expect(cmd[0]).toStartWith("AIVM_MOUNT=");
-    const r = Bun.spawnSync(["sh", "-c", `set -- ${cmd.slice(5).join(" ")}; printf '%s\\0' "$@"`]);
-    expect(r.stdout.toString().split("\0").slice(0, -1)).toEqual([...guestMountArgs(a), "echo $HOME", "/h/my proj"]);
-  });
-  test("the session script starts in the given directory and runs the command through the shell (git kind: no mount)", () => {
+  test("the session command: mounted (builtins only, no sudo) -> cd and run the command as typed; exit code kept", () => {
     const d = join(root, "my projé");
     mkdirSync(join(d, "sub"), { recursive: true });
-    const r = Bun.spawnSync(["sh", "-c", SESSION_SCRIPT, "aivm-session", "git", "", "", d, "rw", "", "", "pwd; exit 7", join(d, "sub")], { env: { ...process.env, SHELL: "/bin/sh" } });
-    expect({ code: r.exitCode, out: r.stdout.toString() }).toEqual({ code: 7, out: `${join(d, "sub")}\n` });
+    // /proc is a mount point here: the check passes and no sudo runs
+    const cmd = sessionCommand(att("/h", { guest_dst: "/proc" }), ["pwd;", "echo", "'$HOME'", ";", "exit", "7"], join(d, "sub"));
+    expect(cmd).toHaveLength(1);
+    const r = Bun.spawnSync(["sh", "-c", cmd[0]!]);
+    expect({ code: r.exitCode, out: r.stdout.toString() }).toEqual({ code: 7, out: `${join(d, "sub")}\n$HOME\n` });
+  });
+  test("the session command: not mounted -> the mount script under sudo, with its arguments quoted", () => {
+    const a = att("/h/my proj", { guest_dst: "/nowhere/my proj" });
+    const cmd = sessionCommand(a, ["true"])[0]!;
+    expect(cmd).toContain(`[ "$p" = '/nowhere/my\\040proj' ]`);
+    expect(cmd).toContain(remoteCommand(["sudo", "-n", "sh", "-c", GUEST_MOUNT_SCRIPT, "aivm-mount", ...guestMountArgs(a)]).join(" "));
+    // locally: the folder is not mounted, so it tries sudo (absent or refusing here) and stops with exit 1
+    const r = Bun.spawnSync(["sh", "-c", cmd.replace("sudo -n", "false")]);
+    expect(r.exitCode).toBe(1);
+  });
+  test("git mode: no mount check; interactive: a login shell", () => {
+    const cmd = sessionCommand(att("/r", { mode: "git" }), [])[0]!;
+    expect(cmd).not.toContain("mountinfo");
+    expect(cmd).toBe(`cd /r || exit 1; exec "\${SHELL:-/bin/sh}" -l`);
   });
   test("a folder inside an attached one: that attachment, started in the matching guest directory", () => {
     const v = { ...vm(), attachments: [att("/w", { guest_dst: "/g" }), att("/w/a/b", { guest_dst: "/gb" })] };
