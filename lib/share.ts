@@ -475,10 +475,15 @@ printf '%s\\n' "$line" >> "$tmp"
 if cmp -s "$tmp" /etc/fstab; then rm -f "$tmp"; else cat "$tmp" > /etc/fstab; rm -f "$tmp"; fi
 `;
 
-/** $1 dst $2 fstab key. Unmount dst (if mounted) and drop its fstab line. */
+/**
+ * $1 dst $2 fstab key. Unmount dst (if mounted) and drop its fstab line. Then drop the guest's clean dentry and inode
+ * caches: the guest then FORGETs the folder's inodes and virtiofsd closes the files it held open in it, which
+ * would otherwise keep the host bind busy.
+ */
 export const GUEST_UNMOUNT_SCRIPT = `set -eu
 dst=$1 key=$2
 if mountpoint -q "$dst"; then umount "$dst"; fi
+sync; echo 2 > /proc/sys/vm/drop_caches
 tmp=/etc/fstab.aivm.$$
 awk -v k="$key" '$1 != k' /etc/fstab > "$tmp"
 if cmp -s "$tmp" /etc/fstab; then rm -f "$tmp"; else cat "$tmp" > /etc/fstab; rm -f "$tmp"; fi
@@ -766,10 +771,19 @@ export async function detachFolder(runner: Runner, configPath: string, vm: Vm, a
     log.info(`${vm.name} is ${state}: its fstab keeps a nofail line for ${att.guest_dst} that finds nothing to mount`);
   }
   if (att.mode === "shared-root" && problems.length === 0) {
-    try {
-      await runActions(runner, hostUnbindPlan(vm, att, readMounts()), `share: unbind ${att.host_path}`);
-    } catch (e) {
-      problems.push(`host unbind: ${(e as Error).message}`);
+    // virtiofsd may still hold files in it for a moment after the guest let go (busy): retry for a few seconds
+    for (let i = 0; ; i++) {
+      try {
+        await runActions(runner, hostUnbindPlan(vm, att, readMounts()), `share: unbind ${att.host_path}`);
+        break;
+      } catch (e) {
+        if (i < 10 && /busy/i.test((e as Error).message)) {
+          await Bun.sleep(1000);
+          continue;
+        }
+        problems.push(`host unbind: ${(e as Error).message}`);
+        break;
+      }
     }
   }
   if (att.mode === "shared" && problems.length === 0 && state !== "absent") {
