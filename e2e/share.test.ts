@@ -223,6 +223,13 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
     figures["ratio"] = (med(ours) / med(bare)).toFixed(2);
   });
 
+  step("aivm code without `code` on PATH prints the workstation steps for the folder", async () => {
+    const r = await aivmOk(["code", proj, "--yes"]);
+    expect(r.stdout).toContain(`code --remote ssh-remote+${names.vm} '${proj}'`);
+    expect(r.stdout).toMatch(/ProxyJump /);
+    expect(r.stdout).toContain(`Host ${names.vm}\n`);
+  });
+
   step("an ro attachment on the running VM: readable, writes refused in the guest and through the root export", async () => {
     await aivmOk(["share", "attach", roDir, "--access", "ro", "--yes"]);
     expect((await aivmOk(["ssh", roDir, "--", "cat ref.txt"])).stdout).toBe("read me\n");
@@ -254,7 +261,7 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
     expect(hostMounts()).not.toContain(esc(exp));
     const up = await aivmOk(["vm", "up", "--vm", names.vm, "--yes"], { timeoutMs: 15 * 60_000 });
     await aivmOk(["vm", "wait", "--vm", names.vm], { timeoutMs: 15 * 60_000 });
-    figures["vm up + wait with restores"] = secs(up.ms);
+    figures["vm up (host binds restored before start)"] = secs(up.ms);
     const r = await guest(`mountpoint -q ${q(proj)} && mountpoint -q ${q(roDir)} && cat ${q(join(proj, "later.txt"))} ${q(join(roDir, "ref.txt"))}`);
     expect({ code: r.code, out: r.stdout }).toEqual({ code: 0, out: "later\nread me\n" });
     expect((await guest(`touch ${q(join(roDir, "y"))}`)).code).not.toBe(0);
