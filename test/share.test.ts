@@ -439,3 +439,63 @@ describe("aivm share", () => {
     }
   });
 });
+
+// ---------- attach flows (fake libvirt) ----------
+
+describe("attach flows", () => {
+  const xml = (tags: string[]) => `<domain type='qemu'><name>box</name><devices>${tags.map((t) => `<filesystem type='mount'><driver type='virtiofs'/><source dir='/x'/><target dir='${t}'/></filesystem>`).join("")}</devices></domain>`;
+  beforeEach(() => writeFileSync(cfg, config(recorded())));
+
+  test("shared mode on a running VM: the restart needs consent; without a terminal or --yes exit 2 and nothing is recorded", async () => {
+    const { runner, fake } = fakeRunner({ yes: false });
+    fake.on([...V, "domstate", "box"], { stdout: "running\n" });
+    fake.on([...V, "dumpxml", "--inactive", "box"], { stdout: xml(["aivm-root"]) });
+    const before = readFileSync(cfg, "utf8");
+    mkdirSync(join(root, "p"));
+    const { attachFolder } = await import("../lib/share.ts");
+    await expect(attachFolder(runner, cfg, vm(), att(join(root, "p"), { mode: "shared" }))).rejects.toMatchObject({ exitCode: EXIT.USAGE });
+    expect(readFileSync(cfg, "utf8")).toBe(before);
+  });
+  test("shared-root on a shut-off VM: recorded, export made a shared mount, folder bound; mounted at the next start", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], { stdout: "shut off\n" });
+    fake.on([...V, "dumpxml", "--inactive", "box"], { stdout: xml(["aivm-root"]) });
+    for (const c of ["install", "mount", "mkdir"]) fake.on([c], {});
+    mkdirSync(join(root, "p"));
+    const { attachFolder } = await import("../lib/share.ts");
+    const v = vm();
+    const r = await attachFolder(runner, cfg, v, att(join(root, "p")));
+    expect(r.mounted).toBe(false);
+    expect(r.note).toContain("when box starts");
+    expect(vm().attachments).toEqual([att(join(root, "p"))]);
+    const exp = exportRoot(v);
+    expect(fake.commands().filter((c) => !c.startsWith("virsh"))).toEqual([
+      `install -d -m 0755 ${exp}`, `mount --bind ${exp} ${exp}`, `mount --make-shared ${exp}`,
+      `mkdir -p ${exp}/${shareToken(join(root, "p"))}`, `mount --bind ${join(root, "p")} ${exp}/${shareToken(join(root, "p"))}`,
+    ]);
+  });
+  test("a shut-off VM lacking a device is redefined (same UUID) before it is next started", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], { stdout: "shut off\n" });
+    fake.on([...V, "dumpxml", "--inactive", "box"], { stdout: xml(["aivm-root"]) });
+    fake.on([...V, "domuuid", "box"], { stdout: "0f9d6d7c-3a0b-4c1e-9a53-2d1c7e8b9a10\n" });
+    fake.on([...V, "define", "/dev/stdin"], {});
+    mkdirSync(join(root, "p"));
+    const { attachFolder } = await import("../lib/share.ts");
+    await attachFolder(runner, cfg, vm(), att(join(root, "p"), { mode: "shared" }));
+    const define = fake.calls.find((c) => c.argv?.includes("define"))!;
+    expect(define.input).toContain("<uuid>0f9d6d7c-3a0b-4c1e-9a53-2d1c7e8b9a10</uuid>");
+    expect(define.input).toContain(`<target dir='${sharedTag(join(root, "p"))}'/>`);
+    expect(define.input).toContain(`<target dir='aivm-root'/>`);
+  });
+  test("out of PCI slots at start: an error naming shared-root", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "box"], { stdout: "shut off\n" });
+    fake.on([...V, "dumpxml", "--inactive", "box"], { stdout: xml(["aivm-root"]) });
+    fake.on([...V, "domuuid", "box"], { stdout: "0f9d6d7c-3a0b-4c1e-9a53-2d1c7e8b9a10\n" });
+    fake.on([...V, "define"], {});
+    fake.on([...V, "start", "box"], { exitCode: 1, stderr: "error: XML error: No more available PCI slots\n" });
+    const { restartWithDevices } = await import("../lib/share.ts");
+    await expect(restartWithDevices(runner, vm())).rejects.toMatchObject({ hint: expect.stringContaining("shared-root") });
+  });
+});
