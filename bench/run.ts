@@ -2,7 +2,8 @@
 //  1. CLI overhead: dist/aivm --help and dist/aivm list --json against `true` and `virsh list --all`.
 //  2. vm create with a 1 GiB and an 8 GiB base image (an overlay: the ratio should stay near 1).
 //  3. aivm up of a created VM until it returns (SSH and cloud-init ready) against the guest's own boot time,
-//     read from its serial console ("Cloud-init ... finished ... Up N seconds").
+//     read from its serial console ("Cloud-init ... finished ... Up N seconds"), and aivm's own waiting overhead.
+//  4. the warm `aivm ssh DIR -- true` against a bare `ssh <vm> true`.
 // Runs inside a private network namespace with its own libvirtd (the e2e harness), as root.
 import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -121,6 +122,14 @@ try {
   const finishedHost = finishedAt! * 1000 - offset;
   const returnedAt = upReturned;
   say(`- aivm's own waiting overhead (cloud-init finished in the guest -> aivm up returned): ${((returnedAt - finishedHost) / 1000).toFixed(2)} s (guest clock offset ${(offset / 1000).toFixed(2)} s, measured to +-${((t2 - t1) / 2000).toFixed(2)} s)`);
+
+  // 4. the warm path of `aivm ssh DIR -- true` (VM running, folder mounted) against a bare `ssh <vm> true`
+  const project = ensureDir(join(runDir, "project"));
+  await ok(["ssh", project, "--vm", "bench-boot", "--yes", "--", "true"]);
+  const tAivmSsh = await timeIt(aivm(["ssh", project, "--vm", "bench-boot", "--", "true"]), 7);
+  const tSsh = await timeIt(inNs(lab, ["ssh", "-F", join(home, ".ssh", "config"), "bench-boot", "true"]), 7);
+  say(`## aivm ssh DIR -- true (warm) vs ssh <vm> true (median of 7)`);
+  say(`- aivm ssh: ${tAivmSsh.toFixed(0)} ms; bare ssh: ${tSsh.toFixed(0)} ms; ratio ${(tAivmSsh / tSsh).toFixed(2)} (target: at most 1.5)`);
   await ok(["vm", "delete", "--vm", "bench-boot", "--yes"]);
   await ok(["fw", "remove", "--yes"]);
   await ok(["net", "destroy", "--yes", "--force"]);
