@@ -650,7 +650,7 @@ export async function redefineFilesystems(runner: Runner, vm: Vm): Promise<void>
   const cur = await virshRead(runner, uri, ["dumpxml", "--inactive", vm.name]);
   const type = /<domain\b[^>]*type=['"]kvm['"]/.test(cur.stdout) ? "kvm" : "qemu";
   const uuid = (await domainUuid(runner, uri, vm.name)) ?? undefined;
-  const xml = renderDomainXml(planDomain(vm, { type, image: cachedImage(vm.paths, vm.image.sha256), uuid, exists: realHost.exists, filesystems: vmFilesystems(vm) }));
+  const xml = renderDomainXml(planDomain(vm, { type, image: cachedImage(vm.paths, vm.image.sha256), uuid, exists: realHost.exists }));
   await runner.step({
     title: `Redefine VM ${vm.name} with its virtiofs devices`,
     why: `virtiofs devices are cold-plugged: ${vmFilesystems(vm).map((f) => f.tag).join(", ")}`,

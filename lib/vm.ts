@@ -118,7 +118,7 @@ export function planDomain(
     consoleLog: f.consoleLog,
     ...(ovmf ? { firmware: { ...ovmf, nvram: f.nvram } } : {}),
     ...(kernel ? { kernel } : {}),
-    filesystems: o.filesystems ?? [],
+    filesystems: o.filesystems ?? vmFilesystems(vm),
     ...(o.exists(VIRTIOFSD) ? { virtiofsd: VIRTIOFSD } : {}),
   };
 }
@@ -218,6 +218,11 @@ export async function ensureVm(runner: Runner, vm: Vm, host: HostFacts = realHos
   const f = vmFiles(vm);
   const uri = vm.paths.libvirtUri;
   const uuid = await domainUuid(runner, uri, vm.name);
+  if (vm.imported) {
+    // aivm did not create this domain's disk, seed or host key: never rebuild or redefine it
+    if (uuid) return "unchanged";
+    throw new AivmError(`vm create ${vm.name}`, "it was imported by `aivm config discover` and its libvirt domain is gone; aivm cannot recreate a VM it did not create", EXIT.FAILED, "remove its [[vms]] record, or define the domain again yourself");
+  }
   const missing = requiredFiles(f).filter((p) => !host.exists(p));
   if (uuid && missing.length === 0) return "unchanged";
 
@@ -282,7 +287,7 @@ export async function ensureVm(runner: Runner, vm: Vm, host: HostFacts = realHos
     // the disk and the seed (which carries the private host key) are for root and libvirt's qemu user only
     await runner.exec(["chmod", "0600", f.disk, f.seed], { what: "restrict the VM's disk and seed" });
 
-    const xml = renderDomainXml(planDomain(vm, { type, image, uuid: uuid ?? undefined, exists: host.exists, filesystems: vmFilesystems(vm) }));
+    const xml = renderDomainXml(planDomain(vm, { type, image, uuid: uuid ?? undefined, exists: host.exists }));
     await runner.step({
       title: uuid ? `Redefine VM ${vm.name}` : `Define VM ${vm.name}`,
       why: uuid ? `libvirt domain ${vm.name} (UUID ${uuid}) lost its files; redefine it over the rebuilt ones` : `libvirt domain for ${vm.name} (${vm.cpus} CPUs, ${vm.memoryMib} MiB, ${type === "kvm" ? "KVM" : "TCG"})`,
@@ -427,7 +432,9 @@ export async function deleteVm(runner: Runner, vm: Vm): Promise<"deleted" | "abs
   if (state !== "absent") {
     if (state !== "shut off") await virshExec(runner, uri, ["destroy", vm.name], { nothrow: true });
     let done = false;
-    for (const flags of UNDEFINE_ATTEMPTS) {
+    // an imported VM's nvram lives outside vm.dir and is not aivm's to remove
+    const attempts = vm.imported ? UNDEFINE_ATTEMPTS.map((a) => a.filter((f) => f !== "--nvram")).filter((a, i, all) => all.findIndex((b) => b.join() === a.join()) === i) : UNDEFINE_ATTEMPTS;
+    for (const flags of attempts) {
       const r = await virshExec(runner, uri, ["undefine", vm.name, ...flags], { nothrow: true });
       if (r.exitCode === 0) { done = true; break; }
       if (NO_DOMAIN.test(r.stderr)) { done = true; break; }

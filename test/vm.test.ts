@@ -186,7 +186,8 @@ describe("planners", () => {
     expect(direct.firmware).toBeUndefined();
     expect(direct.kernel).toEqual({ kernel: "/c/k", initrd: "/c/i", cmdline: "root=/dev/vda rw console=ttyS0" });
     expect(direct.uuid).toBe(UUID);
-    expect(direct.filesystems).toEqual([]);
+    // every domain carries the VM's shared-root export from creation (cold-plugged: no hot-plug later)
+    expect(direct.filesystems).toEqual([{ source: join(vm.dir, "export"), tag: "aivm-root", readonly: false }]);
   });
   test("instance-id follows the host key", () => {
     expect(instanceId("box", "ssh-ed25519 A")).toBe(instanceId("box", "ssh-ed25519 A\n"));
@@ -583,5 +584,33 @@ describe("domainState", () => {
     expect(await domainState(runner, URI, "box")).toBe("absent");
     fake.on([...V, "domstate", "box"], { exitCode: 1, stderr: "error: internal error: boom\n" });
     await expect(domainState(runner, URI, "box")).rejects.toThrow("internal error: boom");
+  });
+});
+
+describe("imported VMs (aivm config discover)", () => {
+  const base = () => ({ ...resolveVm({ vms: [{ name: "theirs", network: "n", imported: true }], networks: [{ name: "n" }] }, "theirs") });
+  const V = ["virsh", "-q", "-c", "qemu:///system"];
+
+  test("create never rebuilds one: present is unchanged, gone is an error", async () => {
+    const vm = base();
+    expect(vm.imported).toBe(true);
+    const ok = fakeRunner();
+    ok.fake.on([...V, "domuuid", "theirs"], { stdout: "6f1c2b7e-0000-4000-8000-000000000001\n" });
+    expect(await ensureVm(ok.runner, vm)).toBe("unchanged");
+    expect(ok.fake.commands()).toEqual([`${V.join(" ")} domuuid theirs`]);
+    const gone = fakeRunner();
+    gone.fake.on([...V, "domuuid", "theirs"], { exitCode: 1, stderr: "error: failed to get domain 'theirs'" });
+    await expect(ensureVm(gone.runner, vm)).rejects.toThrow("aivm cannot recreate a VM it did not create");
+  });
+
+  test("delete undefines without --nvram (the nvram is not aivm's)", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domstate", "theirs"], { stdout: "shut off\n" });
+    fake.on([...V, "undefine"], { exitCode: 1, stderr: "error: unsupported flag" });
+    fake.on([...V, "undefine", "theirs"], {}, 1);
+    await deleteVm(runner, base()).catch(() => {});
+    const undefines = fake.commands().filter((c: string) => c.includes(" undefine "));
+    expect(undefines.length).toBeGreaterThan(0);
+    for (const c of undefines) expect(c).not.toContain("--nvram");
   });
 });
