@@ -162,9 +162,11 @@ export async function startLab(runDir: string, tag: string): Promise<Lab> {
     // /dev/kvm exists but cannot run guests: libvirt then finds "KVM usable but not in the cached capabilities" and
     // re-probes qemu on every define/start (48 s each here). In libvirtd's own mount namespace, cover /dev/kvm with a
     // mode-000 character device (a null device: libvirt still finds a device node to copy into each domain's /dev).
+    // The namespace is a SLAVE of the host's, not private: virtiofsd inherits it and must see the folder binds aivm
+    // makes under a VM's export root after libvirtd started (shared-root folder sharing).
     const blocker = join(runDir, "no-kvm");
     await must(priv(["mknod", "-m", "000", blocker, "c", "1", "3"]));
-    await must(inNs(lab, ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", 'mount --bind "$0" /dev/kvm && exec "$@"', blocker, ...daemon]));
+    await must(inNs(lab, ["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", 'mount --bind "$0" /dev/kvm && exec "$@"', blocker, ...daemon]));
   } else {
     await must(inNs(lab, daemon));
   }

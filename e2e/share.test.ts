@@ -11,8 +11,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import {
-  added, alive, BUN, ensureDir, inNs, inventory, kvmBroken, must, preflight, priv, ROOT, setTomlKey, setTranscript, sh, sleep,
-  stopLab, systemLibvirtdAnswers, Transcript, URI, type Inventory, type Lab, type Out,
+  added, alive, BUN, ensureDir, inNs, inventory, must, preflight, priv, ROOT, setTomlKey, setTranscript, sh,
+  startLab, stopLab, systemLibvirtdAnswers, Transcript, URI, type Inventory, type Lab, type Out,
 } from "./harness.ts";
 
 const ENABLED = process.env.AIVM_E2E === "1";
@@ -129,7 +129,8 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
   });
 
   step("private netns with its own libvirtd (started after the run dir became shared)", async () => {
-    lab = await startShareLab(runDir, `sh${tag}`);
+    if (await systemLibvirtdAnswers()) throw new Error("a libvirtd already answers: the share suite needs its own (run it under the e2e lock)");
+    lab = await startLab(runDir, `sh${tag}`);
     figures.libvirtd = lab.mode;
     baseline = await inventory(lab);
   }, 120_000);
@@ -336,35 +337,6 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
     if (runDir) writeFileSync(join(ensureDir(join(ROOT, ".cache")), "e2e-share-figures.txt"), JSON.stringify(figures, null, 2) + "\n");
   });
 });
-
-/**
- * harness.ts startLab, except that libvirtd's own mount namespace (where it hides a KVM that cannot run guests) is a
- * SLAVE of the host's, not private: virtiofsd inherits it, and a private one never sees the folder binds aivm makes
- * under the export root after libvirtd started. That is the whole point of shared-root.
- */
-async function startShareLab(dir: string, t: string): Promise<Lab> {
-  if (await systemLibvirtdAnswers()) throw new Error("a libvirtd already answers: the share suite needs its own (run it under the e2e lock)");
-  const l: Lab = { mode: "private", ns: `aivm-e2e-${t}`, peer: null, pids: {}, runDir: dir, libvirtdLog: join(dir, "libvirtd.log") };
-  await must(priv(["ip", "netns", "add", l.ns!]));
-  await must(inNs(l, ["ip", "link", "set", "lo", "up"]));
-  await must(inNs(l, ["virtlogd", "-d"]));
-  const daemon = ["env", `LIBVIRT_LOG_OUTPUTS=3:file:${l.libvirtdLog}`, "libvirtd", "-d"];
-  if (kvmBroken()) {
-    const blocker = join(dir, "no-kvm");
-    await must(priv(["mknod", "-m", "000", blocker, "c", "1", "3"]));
-    await must(inNs(l, ["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c", 'mount --bind "$0" /dev/kvm && exec "$@"', blocker, ...daemon]));
-  } else {
-    await must(inNs(l, daemon));
-  }
-  const t0 = Date.now();
-  while ((await sh(priv(["virsh", "-q", "-c", URI, "version"]), { timeoutMs: 10_000 })).code !== 0) {
-    if (Date.now() - t0 > 60_000) throw new Error(`libvirtd did not answer within 60 s (log: ${l.libvirtdLog})`);
-    await sleep(300);
-  }
-  const pid = (f: string) => Number(readFileSync(f, "utf8").trim());
-  l.pids = { virtlogd: pid("/run/virtlogd.pid"), libvirtd: pid("/run/libvirtd.pid") };
-  return l;
-}
 
 async function teardown(): Promise<string[]> {
   const problems: string[] = [];
