@@ -11,6 +11,7 @@ import {
   ROOT, setTomlKey, setTranscript, sh, startLab, stopLab, TOKEN, Transcript, URI,
   type Inventory, type Lab, type Listener, type Out,
 } from "./harness.ts";
+import { binaryRunner, orderedSteps } from "./steps.ts";
 
 const ENABLED = process.env.AIVM_E2E === "1";
 const CI = process.env.CI === "true";
@@ -44,32 +45,13 @@ let subnetPrefix = "";
 let vmDir = "";
 let configFile = "";
 const listeners: Listener[] = [];
-let failed: string | null = null;
 let tornDown = false;
 
-/** One ordered step: after a failure, later steps fail at once naming the step that broke. */
-function step(name: string, fn: () => Promise<void>, timeoutMs = 30 * 60_000) {
-  test(name, async () => {
-    if (failed) throw new Error(`not run: step "${failed}" failed`);
-    try {
-      await fn();
-    } catch (e) {
-      failed = name;
-      throw e;
-    }
-  }, timeoutMs);
-}
+const { step, state } = orderedSteps();
+/** dist/aivm in the lab with the isolated HOME/XDG environment */
+const { run: aivm, ok: aivmOk } = binaryRunner((args) => inNs(lab!, [BIN, ...args], env));
 
-/** dist/aivm inside the lab's namespace with the isolated HOME/XDG environment. */
-function aivm(args: string[], o: { timeoutMs?: number; live?: boolean } = {}): Promise<Out> {
-  return sh(inNs(lab!, [BIN, ...args], env), { timeoutMs: o.timeoutMs ?? 10 * 60_000, live: o.live });
-}
 
-async function aivmOk(args: string[], o: { timeoutMs?: number; live?: boolean } = {}): Promise<Out> {
-  const r = await aivm(args, o);
-  if (r.code !== 0) throw new Error(`aivm ${args.join(" ")} exited ${r.code}:\n${r.stderr.trim().split("\n").slice(-8).join("\n")}`);
-  return r;
-}
 
 /** A command in the guest through `aivm vm ssh`. */
 const guest = (cmd: string, timeoutMs = 120_000) => aivm(["vm", "ssh", "--vm", names.vm, "--", cmd], { timeoutMs });
@@ -207,7 +189,7 @@ describe.skipIf(!runIt)("aivm e2e: a real guest on a real libvirtd in a private 
 
   test("nothing is left: no domain, network, nft table, bridge, VM directory or daemon", async () => {
     if (!runDir || KEEP) return;
-    if (failed) await collectArtifacts();
+    if (state.failed) await collectArtifacts();
     const problems = await teardown();
     expect(problems).toEqual([]);
   }, 5 * 60_000);
@@ -303,7 +285,7 @@ async function teardown(): Promise<string[]> {
     if (lab.ns && (await sh(priv(["ip", "netns", "pids", lab.ns]))).code === 0) problems.push(`netns ${lab.ns} still exists`);
     lab = null;
   }
-  if (!failed && problems.length === 0) rmSync(runDir, { recursive: true, force: true });
+  if (!state.failed && problems.length === 0) rmSync(runDir, { recursive: true, force: true });
   else if (runDir) await collectArtifacts();
   tornDown = true;
   return problems;

@@ -14,6 +14,7 @@ import {
   added, alive, BUN, ensureDir, inNs, inventory, must, preflight, priv, ROOT, setTomlKey, setTranscript, sh,
   startLab, stopLab, systemLibvirtdAnswers, Transcript, URI, type Inventory, type Lab, type Out,
 } from "./harness.ts";
+import { binaryRunner, orderedSteps } from "./steps.ts";
 
 const ENABLED = process.env.AIVM_E2E === "1";
 const CI = process.env.CI === "true";
@@ -42,21 +43,12 @@ let configFile = "";
 let proj = "";
 let roDir = "";
 let repo = "";
-let failed: string | null = null;
 let tornDown = false;
 let sharedMount = false;
 
-function step(name: string, fn: () => Promise<void>, timeoutMs = 30 * 60_000) {
-  test(name, async () => {
-    if (failed) throw new Error(`not run: step "${failed}" failed`);
-    try {
-      await fn();
-    } catch (e) {
-      failed = name;
-      throw e;
-    }
-  }, timeoutMs);
-}
+const { step, state } = orderedSteps();
+/** dist/aivm in the lab with the isolated HOME/XDG environment */
+const { run: aivm, ok: aivmOk } = binaryRunner((args) => inNet([BIN, ...args]));
 
 /** argv in the lab's network namespace but the host's mount namespace. */
 function inNet(argv: string[], withEnv = true): string[] {
@@ -64,15 +56,7 @@ function inNet(argv: string[], withEnv = true): string[] {
   return lab?.ns ? priv(["nsenter", `--net=/run/netns/${lab.ns}`, "--", ...e, ...argv]) : priv([...e, ...argv]);
 }
 
-function aivm(args: string[], o: { timeoutMs?: number; live?: boolean } = {}): Promise<Out> {
-  return sh(inNet([BIN, ...args]), { timeoutMs: o.timeoutMs ?? 10 * 60_000, live: o.live });
-}
 
-async function aivmOk(args: string[], o: { timeoutMs?: number; live?: boolean } = {}): Promise<Out> {
-  const r = await aivm(args, o);
-  if (r.code !== 0) throw new Error(`aivm ${args.join(" ")} exited ${r.code}:\n${r.stderr.trim().split("\n").slice(-8).join("\n")}`);
-  return r;
-}
 
 /** a command in the guest as the guest user (through `aivm vm ssh`, no folder logic) */
 const guest = (cmd: string) => aivm(["vm", "ssh", "--vm", names.vm, "--", cmd], { timeoutMs: 120_000 });
@@ -340,7 +324,7 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
 
 async function teardown(): Promise<string[]> {
   const problems: string[] = [];
-  if (failed && runDir) {
+  if (state.failed && runDir) {
     const dest = ensureDir(join(ROOT, "e2e", "artifacts", basename(runDir)));
     for (const f of ["transcript.log", "console.log"]) try { cpSync(join(runDir, f), join(dest, f)); } catch {}
     try { cpSync(join(vmDir, "console.log"), join(dest, "vm-console.log")); } catch {}

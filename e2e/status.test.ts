@@ -8,6 +8,7 @@ import {
   added, alive, BIN, BUN, ensureDir, inNs, inventory, must, preflight, priv, ROOT, setTomlKey, setTranscript, sh,
   startLab, stopLab, Transcript, URI, type Inventory, type Lab, type Out,
 } from "./harness.ts";
+import { binaryRunner, orderedSteps } from "./steps.ts";
 
 const ENABLED = process.env.AIVM_E2E === "1";
 const CI = process.env.CI === "true";
@@ -31,30 +32,13 @@ let lab: Lab | null = null;
 let baseline: Inventory | null = null;
 let configFile = "";
 let vmDir = "";
-let failed: string | null = null;
 let tornDown = false;
 
-function step(name: string, fn: () => Promise<void>, timeoutMs = 30 * 60_000) {
-  test(name, async () => {
-    if (failed) throw new Error(`not run: step "${failed}" failed`);
-    try {
-      await fn();
-    } catch (e) {
-      failed = name;
-      throw e;
-    }
-  }, timeoutMs);
-}
+const { step, state } = orderedSteps();
+/** dist/aivm in the lab with the isolated HOME/XDG environment */
+const { run: aivm, ok: aivmOk } = binaryRunner((args) => inNs(lab!, [BIN, ...args], env));
 
-function aivm(args: string[], o: { timeoutMs?: number; live?: boolean } = {}): Promise<Out> {
-  return sh(inNs(lab!, [BIN, ...args], env), { timeoutMs: o.timeoutMs ?? 10 * 60_000, live: o.live });
-}
 
-async function aivmOk(args: string[], o: { timeoutMs?: number; live?: boolean } = {}): Promise<Out> {
-  const r = await aivm(args, o);
-  if (r.code !== 0) throw new Error(`aivm ${args.join(" ")} exited ${r.code}:\n${(r.stderr || r.stdout).trim().split("\n").slice(-10).join("\n")}`);
-  return r;
-}
 
 const guest = (cmd: string) => aivm(["vm", "ssh", "--vm", names.vm, "--", cmd], { timeoutMs: 120_000 });
 
@@ -248,7 +232,7 @@ async function teardown(): Promise<string[]> {
     for (const [what, pid] of Object.entries(pids)) if (alive(pid)) problems.push(`${what} (pid ${pid}) still running`);
     lab = null;
   }
-  if (failed || problems.length) {
+  if (state.failed || problems.length) {
     const dest = ensureDir(join(ROOT, "e2e", "artifacts", basename(runDir)));
     for (const f of ["transcript.log", "console.log", "libvirtd.log"]) try { cpSync(join(runDir, f), join(dest, f)); } catch {}
     try { cpSync(configFile, join(dest, "config.toml")); } catch {}
