@@ -7,7 +7,7 @@
 // Runs inside a private network namespace with its own libvirtd (the e2e harness), as root.
 import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BIN, ensureDir, inNs, must, preflight, setTomlKey, sh, startLab, stopLab, type Lab } from "../e2e/harness.ts";
+import { BIN, ensureDir, inNet, must, preflight, setTomlKey, sh, startLab, stopLab, type Lab } from "../e2e/harness.ts";
 
 const RUNS = Number(process.env.AIVM_BENCH_RUNS ?? 15);
 const CACHE_HOME = process.env.AIVM_E2E_CACHE || "/var/tmp/aivm-e2e-cache";
@@ -49,7 +49,7 @@ await must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", join(home, ".ss
 const cfg = join(env.XDG_CONFIG_HOME!, "aivm", "config.toml");
 
 let lab: Lab | null = null;
-const aivm = (args: string[]) => inNs(lab!, [BIN, ...args], env);
+const aivm = (args: string[]) => inNet(lab!, [BIN, ...args], env);
 const ok = async (args: string[]) => must(aivm(args), { timeoutMs: 20 * 60_000 });
 
 try {
@@ -63,8 +63,8 @@ try {
   const tTrue = await timeIt(["true"]);
   const tHelp = await timeIt([BIN, "--help"]);
   const tList = await timeIt(aivm(["list", "--json"]));
-  const tVirsh = await timeIt(inNs(lab, ["virsh", "-q", "-c", "qemu:///system", "list", "--all"]));
-  const tNs = await timeIt(inNs(lab, ["true"]));
+  const tVirsh = await timeIt(inNet(lab, ["virsh", "-q", "-c", "qemu:///system", "list", "--all"]));
+  const tNs = await timeIt(inNet(lab, ["true"]));
   say(`## CLI overhead (median of ${RUNS} runs)`);
   say(`- \`true\`: ${tTrue.toFixed(1)} ms; \`ip netns exec … true\`: ${tNs.toFixed(1)} ms (the floor of the two namespace commands below)`);
   say(`- \`dist/aivm --help\`: ${tHelp.toFixed(1)} ms = ${(tHelp / tTrue).toFixed(1)}x \`true\``);
@@ -127,7 +127,7 @@ try {
   const project = ensureDir(join(runDir, "project"));
   await ok(["ssh", project, "--vm", "bench-boot", "--yes", "--", "true"]);
   const tAivmSsh = await timeIt(aivm(["ssh", project, "--vm", "bench-boot", "--", "true"]), 7);
-  const tSsh = await timeIt(inNs(lab, ["ssh", "-F", join(home, ".ssh", "config"), "bench-boot", "true"]), 7);
+  const tSsh = await timeIt(inNet(lab, ["ssh", "-F", join(home, ".ssh", "config"), "bench-boot", "true"]), 7);
   say(`## aivm ssh DIR -- true (warm) vs ssh <vm> true (median of 7)`);
   say(`- aivm ssh: ${tAivmSsh.toFixed(0)} ms; bare ssh: ${tSsh.toFixed(0)} ms; ratio ${(tAivmSsh / tSsh).toFixed(2)} (target: at most 1.5)`);
   await ok(["vm", "delete", "--vm", "bench-boot", "--yes"]);

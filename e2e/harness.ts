@@ -109,6 +109,15 @@ export function inNs(lab: Lab, argv: string[], env?: Record<string, string>): st
   return lab.ns ? priv(["ip", "netns", "exec", lab.ns, ...withEnv]) : env ? priv(withEnv) : priv(argv);
 }
 
+/**
+ * argv run in the lab's network namespace but the host's mount namespace (`ip netns exec` makes a private mount
+ * namespace per command, so a folder bind aivm makes there would vanish with it).
+ */
+export function inNet(lab: Lab, argv: string[], env?: Record<string, string>): string[] {
+  const e = env ? ["env", "-i", ...Object.entries(env).map(([k, v]) => `${k}=${v}`)] : [];
+  return lab.ns ? priv(["nsenter", `--net=/run/netns/${lab.ns}`, "--", ...e, ...argv]) : priv([...e, ...argv]);
+}
+
 export async function systemLibvirtdAnswers(): Promise<boolean> {
   if (!existsSync("/var/run/libvirt/libvirt-sock")) return false;
   return (await sh(priv(["virsh", "-q", "-c", URI, "version"]), { timeoutMs: 10_000 })).code === 0;

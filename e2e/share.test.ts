@@ -12,7 +12,7 @@ import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readF
 import { basename, join } from "node:path";
 import {
   added, alive, BUN, ensureDir, inNs, inventory, must, preflight, priv, ROOT, setTomlKey, setTranscript, sh,
-  startLab, stopLab, systemLibvirtdAnswers, Transcript, URI, type Inventory, type Lab, type Out,
+  inNet, startLab, stopLab, systemLibvirtdAnswers, Transcript, URI, type Inventory, type Lab, type Out,
 } from "./harness.ts";
 import { binaryRunner, orderedSteps } from "./steps.ts";
 
@@ -48,13 +48,10 @@ let sharedMount = false;
 
 const { step, state } = orderedSteps();
 /** dist/aivm in the lab with the isolated HOME/XDG environment */
-const { run: aivm, ok: aivmOk } = binaryRunner((args) => inNet([BIN, ...args]));
+const { run: aivm, ok: aivmOk } = binaryRunner((args) => inNetEnv([BIN, ...args]));
 
 /** argv in the lab's network namespace but the host's mount namespace. */
-function inNet(argv: string[], withEnv = true): string[] {
-  const e = withEnv ? ["env", "-i", ...Object.entries(env).map(([k, v]) => `${k}=${v}`)] : [];
-  return lab?.ns ? priv(["nsenter", `--net=/run/netns/${lab.ns}`, "--", ...e, ...argv]) : priv([...e, ...argv]);
-}
+const inNetEnv = (argv: string[], withEnv = true): string[] => (lab ? inNet(lab, argv, withEnv ? env : undefined) : priv(argv));
 
 
 
@@ -185,7 +182,7 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
 
   step("the remote exit code passes through; aivm ssh . -- true works from inside the folder", async () => {
     expect((await aivm(["ssh", proj, "--", "exit 7"])).code).toBe(7);
-    const r = await sh(inNet(["sh", "-c", `cd ${q(proj)} && exec ${q(BIN)} ssh . -- true`]));
+    const r = await sh(inNetEnv(["sh", "-c", `cd ${q(proj)} && exec ${q(BIN)} ssh . -- true`]));
     expect(r.code).toBe(0);
   });
 
@@ -195,10 +192,10 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
     const ours: number[] = [];
     const cfg = join(env.HOME!, ".ssh", "config");
     for (let i = 0; i < n; i++) {
-      const b = await sh(inNet(["ssh", "-F", cfg, names.vm, "true"]));
+      const b = await sh(inNetEnv(["ssh", "-F", cfg, names.vm, "true"]));
       expect(b.code).toBe(0);
       bare.push(b.ms);
-      const a = await sh(inNet(["sh", "-c", `cd ${q(proj)} && exec ${q(BIN)} ssh . -- true`]));
+      const a = await sh(inNetEnv(["sh", "-c", `cd ${q(proj)} && exec ${q(BIN)} ssh . -- true`]));
       expect(a.code).toBe(0);
       ours.push(a.ms);
     }
