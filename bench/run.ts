@@ -39,6 +39,10 @@ if (!existsSync(BIN)) await must(["make", "build"]);
 
 const runDir = mkdtempSync("/var/tmp/aivm-bench-");
 chmodSync(runDir, 0o755);
+// the lab's libvirtd gets its mount namespace at start: binds made later under the run dir reach its virtiofsd only
+// when the run dir is already a shared mount (a systemd host's / is shared; this one's is not)
+await must(["mount", "--bind", runDir, runDir]);
+await must(["mount", "--make-rshared", runDir]);
 const home = ensureDir(join(runDir, "home"));
 const env: Record<string, string> = {
   PATH: `${process.env.PATH}:/usr/sbin:/sbin`, HOME: home, NO_COLOR: "1", LANG: "C.UTF-8",
@@ -135,6 +139,9 @@ try {
   await ok(["net", "destroy", "--yes", "--force"]);
 } finally {
   if (lab) for (const p of await stopLab(lab)) console.error(`bench: ${p}`);
+  // every mount under the run dir (folder binds, export roots), deepest first, then the run dir itself
+  const mounts = readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => l.split(" ")[4] ?? "").filter((m) => m === runDir || m.startsWith(runDir + "/"));
+  for (const m of [...new Set(mounts)].sort((a, b) => b.length - a.length)) await sh(["umount", "-l", m]);
 }
 
 const out = `# Benchmark results\n\nMeasured by \`make bench\` on ${new Date().toISOString().slice(0, 10)} (${(await sh(["nproc"])).stdout.trim()} cores, TCG guest).\n\n${lines.join("\n")}\n`;
