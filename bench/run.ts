@@ -70,7 +70,7 @@ try {
   const tVirsh = await timeIt(inNet(lab, ["virsh", "-q", "-c", "qemu:///system", "list", "--all"]));
   const tNs = await timeIt(inNet(lab, ["true"]));
   say(`## CLI overhead (median of ${RUNS} runs)`);
-  say(`- \`true\`: ${tTrue.toFixed(1)} ms; \`ip netns exec … true\`: ${tNs.toFixed(1)} ms (the floor of the two namespace commands below)`);
+  say(`- \`true\`: ${tTrue.toFixed(1)} ms; \`nsenter --net … true\`: ${tNs.toFixed(1)} ms (the floor of the two namespace commands below)`);
   say(`- \`dist/aivm --help\`: ${tHelp.toFixed(1)} ms = ${(tHelp / tTrue).toFixed(1)}x \`true\``);
   say(`- \`dist/aivm list --json\`: ${tList.toFixed(1)} ms = ${(tList / tVirsh).toFixed(2)}x \`virsh list --all\` (${tVirsh.toFixed(1)} ms; list runs two virsh calls)`);
   say(`- \`dist/aivm --help\` vs \`virsh list --all\`: ${(tHelp / tVirsh).toFixed(2)}x`);
