@@ -158,13 +158,12 @@ describe("aivm vm", () => {
     expect(fake.calls.find((c) => c.argv?.join(" ") === "nft -f -")!.input).toBe(renderRuleset(vm().network));
   });
 
-  test("up of a VM that was never created: exit 1 pointing at vm create", async () => {
-    fake.on(["nft", "list", "table"], { stdout: "" });
-    fake.on(["nft", "-f", "-"], {});
+  test("up of a VM that was never created: exit 1 pointing at vm create; nothing changed, not even the firewall", async () => {
     fake.on([...V, "domstate", "box"], NO_DOMAIN);
     const r = await run("vm", "up", "--yes");
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("not created: run aivm vm create");
+    expect(fake.commands().filter((c) => c.startsWith("nft"))).toEqual([]);
     // the lock file's directories are gone again: no empty VM dir, no new vm_root
     expect(existsSync(join(root, "vms"))).toBe(false);
   });
@@ -209,6 +208,14 @@ describe("aivm vm", () => {
     expect(r.code).toBe(0);
     expect(fake.calls.filter((c) => c.kind === "remove").map((c) => c.path)).toEqual([join(root, "vms", "box")]);
     expect(existsSync(join(root, "vms", "box"))).toBe(false);
+  });
+
+  test("up with libvirtd unreachable: exit 69 naming the socket, no firewall change", async () => {
+    fake.on([...V, "domstate", "box"], { exitCode: 1, stderr: "error: failed to connect to the hypervisor\nerror: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory\n" });
+    const r = await run("vm", "up", "--yes");
+    expect(r.code).toBe(69);
+    expect(r.stderr).toContain("/var/run/libvirt/libvirt-sock");
+    expect(fake.commands().filter((c) => c.startsWith("nft"))).toEqual([]);
   });
 
   test("delete forgets the VM: its store record goes, its network record stays, and says how to remove the network", async () => {

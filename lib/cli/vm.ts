@@ -60,6 +60,10 @@ function record(ctx: Ctx, vm: Vm): void {
 }
 
 async function up(ctx: Ctx, vm: Vm): Promise<void> {
+  // read first: an unreachable libvirtd or a VM never created changes nothing (not even the firewall)
+  if ((await domainState(ctx.runner, vm.paths.libvirtUri, vm.name)) === "absent") {
+    throw new AivmError(`vm up ${vm.name}`, "not created: run aivm vm create (or aivm up)");
+  }
   const fw = await applyFirewall(ctx.runner, vm.network);
   if (fw === "applied" && !ctx.dryRun) log.info(`firewall for ${vm.network.name}: applied`);
   const s = await startVm(ctx.runner, vm);
