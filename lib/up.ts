@@ -3,7 +3,7 @@ import { recordVm, updateStore, type StoreDoc, type Vm } from "./config.ts";
 import { ensureNetwork } from "./net.ts";
 import { applyFirewall } from "./fw.ts";
 import { ensureImage } from "./image.ts";
-import { ensureVm, startVm, waitVm, vmFiles } from "./vm.ts";
+import { domainState, ensureVm, startVm, waitVm, vmFiles } from "./vm.ts";
 import { upsertSshConfig } from "./ssh-config.ts";
 import { acquireLock } from "./lock.ts";
 import { log } from "./log.ts";
@@ -20,9 +20,12 @@ export interface UpReport {
 export async function up(runner: Runner, configPath: string, doc: StoreDoc, vm: Vm, opts: { sshConfigFile?: string } = {}): Promise<UpReport> {
   const release = runner.dryRun ? () => {} : acquireLock(vmFiles(vm).lock, { waitMs: 0, what: `aivm up ${vm.name}`, reentrant: true });
   try {
+    // reads and the image first: an unreachable libvirtd (exit 69) or a checksum mismatch leaves libvirt,
+    // nftables and the store as they were
+    await domainState(runner, vm.paths.libvirtUri, vm.name);
+    const { fetched } = await ensureImage(runner, vm.paths, vm.image);
     const network = await ensureNetwork(runner, vm.paths.libvirtUri, vm.network);
     const firewall = await applyFirewall(runner, vm.network);
-    const { fetched } = await ensureImage(runner, vm.paths, vm.image);
     let store = "unchanged";
     if (!vm.recorded) {
       const { wrote } = updateStore(configPath, (d) => recordVm(d, vm), { dryRun: runner.dryRun });

@@ -39,3 +39,25 @@ test("a second `aivm up` while the first still runs fails at once, naming the ho
     holder.kill();
   }
 });
+
+test("an image checksum mismatch stops `aivm up` before libvirt, nftables or the store change", async () => {
+  const { fakeRunner } = await import("./helpers/fake-runner.ts");
+  const { up } = await import("../lib/up.ts");
+  const { resolveVm } = await import("../lib/config.ts");
+  const { mkdtempSync, writeFileSync, existsSync, readdirSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const dir = mkdtempSync(join(tmpdir(), "aivm-up-"));
+  const src = join(dir, "base.img");
+  writeFileSync(src, "not the pinned image");
+  const doc = { defaults: { image: { url: `file://${src}`, sha256: "a".repeat(64) }, paths: { image_cache: join(dir, "cache"), vm_root: join(dir, "vms") } } };
+  const vm = resolveVm(doc, "box");
+  const { runner, fake } = fakeRunner();
+  fake.on(["virsh", "-q", "-c", "qemu:///system", "domstate", "box"], { exitCode: 1, stderr: "error: failed to get domain 'box'" });
+  fake.on(["install"], {}).on(["mkdir"], {}).on(["cp"], (argv) => { writeFileSync(argv.at(-1)!, "not the pinned image"); return {}; }).on(["rm"], {});
+  const config = join(dir, "config.toml");
+  const err = await up(runner, config, doc, vm).catch((e) => e);
+  expect(String(err.message)).toContain("sha256 mismatch");
+  expect(fake.commands().filter((c) => /^(nft|virsh .* (net-define|net-start|define|start))/.test(c))).toEqual([]);
+  expect(existsSync(config)).toBe(false);
+  expect(existsSync(join(dir, "cache")) ? readdirSync(join(dir, "cache")).filter((f) => f.endsWith(".img")) : []).toEqual([]);
+});
