@@ -314,3 +314,26 @@ export function ensureDir(p: string, mode = 0o755): string {
   mkdirSync(p, { recursive: true, mode });
   return p;
 }
+
+/**
+ * The isolated environment every suite drives dist/aivm with: HOME and XDG directories under the run dir (mode 0755, so
+ * libvirt's qemu user can reach the VM directory), the shared image cache, and a fresh SSH key aivm will find.
+ */
+export async function isolatedEnv(runDir: string, cacheHome: string, extra: Record<string, string> = {}): Promise<Record<string, string>> {
+  const home = ensureDir(join(runDir, "home"));
+  const env = {
+    PATH: `${process.env.PATH ?? "/usr/bin:/bin"}:/usr/sbin:/sbin`,
+    HOME: home,
+    XDG_CONFIG_HOME: ensureDir(join(runDir, "config")),
+    XDG_DATA_HOME: ensureDir(join(runDir, "data")),
+    XDG_STATE_HOME: ensureDir(join(runDir, "state")),
+    XDG_CACHE_HOME: ensureDir(cacheHome),
+    LANG: "C.UTF-8",
+    TERM: "dumb",
+    NO_COLOR: "1",
+    ...extra,
+  };
+  ensureDir(join(home, ".ssh"), 0o700);
+  await must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "aivm-e2e", "-f", join(home, ".ssh", "id_aivm_ed25519")]);
+  return env;
+}

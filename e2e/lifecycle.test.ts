@@ -7,7 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import {
-  addLan, added, alive, BIN, BUN, ensureDir, inNs, inventory, LAN, listen, must, preflight, priv, probeCommand,
+  isolatedEnv, addLan, added, alive, BIN, BUN, ensureDir, inNs, inventory, LAN, listen, must, preflight, priv, probeCommand,
   ROOT, setTomlKey, setTranscript, sh, startLab, stopLab, TOKEN, Transcript, URI,
   type Inventory, type Lab, type Listener, type Out,
 } from "./harness.ts";
@@ -65,20 +65,7 @@ describe.skipIf(!runIt)("aivm e2e: a real guest on a real libvirtd in a private 
     runDir = mkdtempSync("/var/tmp/aivm-e2e-run-");
     chmodSync(runDir, 0o755); // libvirt's qemu user must traverse to the VM directory
     setTranscript(new Transcript(join(runDir, "transcript.log")));
-    const home = ensureDir(join(runDir, "home"));
-    env = {
-      PATH: `${process.env.PATH ?? "/usr/bin:/bin"}:/usr/sbin:/sbin`,
-      HOME: home,
-      XDG_CONFIG_HOME: ensureDir(join(runDir, "config")),
-      XDG_DATA_HOME: ensureDir(join(runDir, "data")),
-      XDG_STATE_HOME: ensureDir(join(runDir, "state")),
-      XDG_CACHE_HOME: ensureDir(CACHE_HOME),
-      LANG: "C.UTF-8",
-      TERM: "dumb",
-      NO_COLOR: "1",
-    };
-    ensureDir(join(home, ".ssh"), 0o700);
-    await must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "aivm-e2e", "-f", join(home, ".ssh", "id_aivm_ed25519")]);
+    env = await isolatedEnv(runDir, CACHE_HOME);
     configFile = join(env.XDG_CONFIG_HOME!, "aivm", "config.toml");
   });
 

@@ -11,7 +11,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import {
-  added, alive, BUN, ensureDir, inNs, inventory, must, preflight, priv, ROOT, setTomlKey, setTranscript, sh,
+  isolatedEnv, added, alive, BUN, ensureDir, inNs, inventory, must, preflight, priv, ROOT, setTomlKey, setTranscript, sh,
   inNet, startLab, stopLab, systemLibvirtdAnswers, Transcript, URI, type Inventory, type Lab, type Out,
 } from "./harness.ts";
 import { binaryRunner, orderedSteps } from "./steps.ts";
@@ -72,23 +72,8 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
     await must(priv(["mount", "--make-rshared", runDir]));
     sharedMount = true;
     setTranscript(new Transcript(join(runDir, "transcript.log")));
-    const home = ensureDir(join(runDir, "home"));
-    env = {
-      PATH: `${process.env.PATH ?? "/usr/bin:/bin"}:/usr/sbin:/sbin`,
-      HOME: home,
-      XDG_CONFIG_HOME: ensureDir(join(runDir, "config")),
-      XDG_DATA_HOME: ensureDir(join(runDir, "data")),
-      XDG_STATE_HOME: ensureDir(join(runDir, "state")),
-      XDG_CACHE_HOME: ensureDir(CACHE_HOME),
-      LANG: "C.UTF-8",
-      TERM: "dumb",
-      NO_COLOR: "1",
-      SUDO_UID: String(OWNER),
-      SUDO_GID: String(OWNER),
-    };
-    ensureDir(join(home, ".ssh"), 0o700);
-    writeFileSync(join(home, ".ssh", "id_secret"), "not really\n");
-    await must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "aivm-e2e", "-f", join(home, ".ssh", "id_aivm_ed25519")]);
+    env = await isolatedEnv(runDir, CACHE_HOME, { SUDO_UID: String(OWNER), SUDO_GID: String(OWNER) });
+    writeFileSync(join(env.HOME!, ".ssh", "id_secret"), "not really\n");
     configFile = join(env.XDG_CONFIG_HOME!, "aivm", "config.toml");
     // the project folder: a space and a non-ASCII character, owned by the simulated host user
     proj = join(runDir, "work", "my projé");

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import {
-  added, alive, BIN, BUN, ensureDir, inNs, inventory, must, preflight, priv, ROOT, setTomlKey, setTranscript, sh,
+  isolatedEnv, added, alive, BIN, BUN, ensureDir, inNs, inventory, must, preflight, priv, ROOT, setTomlKey, setTranscript, sh,
   startLab, stopLab, Transcript, URI, type Inventory, type Lab, type Out,
 } from "./harness.ts";
 import { binaryRunner, orderedSteps } from "./steps.ts";
@@ -59,20 +59,7 @@ describe.skipIf(!runIt)("aivm status / doctor / vm update on a real guest", () =
     runDir = mkdtempSync("/var/tmp/aivm-e2e-status-");
     chmodSync(runDir, 0o755);
     setTranscript(new Transcript(join(runDir, "transcript.log")));
-    const home = ensureDir(join(runDir, "home"));
-    env = {
-      PATH: `${process.env.PATH ?? "/usr/bin:/bin"}:/usr/sbin:/sbin`,
-      HOME: home,
-      XDG_CONFIG_HOME: ensureDir(join(runDir, "config")),
-      XDG_DATA_HOME: ensureDir(join(runDir, "data")),
-      XDG_STATE_HOME: ensureDir(join(runDir, "state")),
-      XDG_CACHE_HOME: ensureDir(CACHE_HOME),
-      LANG: "C.UTF-8",
-      TERM: "dumb",
-      NO_COLOR: "1",
-    };
-    ensureDir(join(home, ".ssh"), 0o700);
-    await must(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "aivm-e2e", "-f", join(home, ".ssh", "id_aivm_ed25519")]);
+    env = await isolatedEnv(runDir, CACHE_HOME);
     configFile = join(env.XDG_CONFIG_HOME!, "aivm", "config.toml");
   });
 

@@ -3,7 +3,6 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { main } from "../bin/aivm.ts";
 import { inject } from "../lib/cli/_shared.ts";
 import { loadStore, resolveVm, type AttachmentDoc, type Vm } from "../lib/config.ts";
 import { EXIT, UsageError } from "../lib/errors.ts";
@@ -14,6 +13,7 @@ import {
   releaseVmMounts, remoteCommand, sensitiveHit, sessionCommand, sharedTag, shareToken, stageRoot, vmFilesystems,
   withAttachment, withoutAttachment, type MountEntry,
 } from "../lib/share.ts";
+import { runMain } from "./helpers/main.ts";
 import { FakeBackend, fakeRunner } from "./helpers/fake-runner.ts";
 
 const URI = "qemu:///system";
@@ -50,21 +50,7 @@ afterEach(() => { delete inject.runner; });
 
 const vm = (): Vm => resolveVm(loadStore(cfg).doc);
 
-async function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const o = process.stdout.write.bind(process.stdout);
-  const e = process.stderr.write.bind(process.stderr);
-  let stdout = "";
-  let stderr = "";
-  process.stdout.write = ((s: string) => { stdout += s; return true; }) as typeof process.stdout.write;
-  process.stderr.write = ((s: string) => { stderr += s; return true; }) as typeof process.stderr.write;
-  try {
-    return { code: await main([...argv, "--config", cfg]), stdout, stderr };
-  } finally {
-    process.stdout.write = o;
-    process.stderr.write = e;
-    process.exitCode = 0;
-  }
-}
+const run = (...argv: string[]) => runMain([...argv, "--config", cfg]);
 
 const att = (p: string, o: Partial<AttachmentDoc> = {}): AttachmentDoc => ({ host_path: p, mode: "shared-root", access: "rw", guest_dst: p, ...o });
 
