@@ -310,6 +310,13 @@ export function setTomlKey(text: string, section: string, key: string, value: st
   return lines.join("\n");
 }
 
+/** The config `config init` wrote, with this run's unique VM and network names and the shared image cache. */
+export function uniqueNamesConfig(text: string, names: { vm: string; net: string }, cacheHome: string): string {
+  text = setTomlKey(text, "defaults.vm", "name", JSON.stringify(names.vm));
+  text = setTomlKey(text, "defaults.network", "name", JSON.stringify(names.net));
+  return setTomlKey(text, "defaults.paths", "image_cache", JSON.stringify(join(cacheHome, "aivm", "images")));
+}
+
 export function ensureDir(p: string, mode = 0o755): string {
   mkdirSync(p, { recursive: true, mode });
   return p;

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import {
-  isolatedEnv, addLan, added, alive, BIN, BUN, ensureDir, inNs, inventory, LAN, listen, must, preflight, priv, probeCommand,
+  isolatedEnv, uniqueNamesConfig, addLan, added, alive, BIN, BUN, ensureDir, inNs, inventory, LAN, listen, must, preflight, priv, probeCommand,
   ROOT, setTomlKey, setTranscript, sh, startLab, stopLab, TOKEN, Transcript, URI,
   type Inventory, type Lab, type Listener, type Out,
 } from "./harness.ts";
@@ -93,11 +93,8 @@ describe.skipIf(!runIt)("aivm e2e: a real guest on a real libvirtd in a private 
   step("config init --defaults with the built image, unique names, one allowed port", async () => {
     const { AIVM_E2E_IMAGE: img, AIVM_E2E_SHA: sha } = env;
     await aivmOk(["config", "init", "--defaults", "--yes", "--image-url", `file://${img}`, "--image-sha256", sha!]);
-    let text = readFileSync(configFile, "utf8");
-    text = setTomlKey(text, "defaults.vm", "name", JSON.stringify(names.vm));
-    text = setTomlKey(text, "defaults.network", "name", JSON.stringify(names.net));
+    let text = uniqueNamesConfig(readFileSync(configFile, "utf8"), names, CACHE_HOME);
     text = setTomlKey(text, "defaults.firewall", "allow_tcp_ports", `[${PORT.allowed}]`);
-    text = setTomlKey(text, "defaults.paths", "image_cache", JSON.stringify(join(CACHE_HOME, "aivm", "images")));
     writeFileSync(configFile, text);
     await aivmOk(["config", "lint"]);
     const shown = JSON.parse((await aivmOk(["config", "show", "--json"])).stdout);

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import {
-  isolatedEnv, added, alive, BIN, BUN, ensureDir, inNs, inventory, must, preflight, priv, ROOT, setTomlKey, setTranscript, sh,
+  isolatedEnv, uniqueNamesConfig, added, alive, BIN, BUN, ensureDir, inNs, inventory, must, preflight, priv, ROOT, setTomlKey, setTranscript, sh,
   startLab, stopLab, Transcript, URI, type Inventory, type Lab, type Out,
 } from "./harness.ts";
 import { binaryRunner, orderedSteps } from "./steps.ts";
@@ -77,11 +77,7 @@ describe.skipIf(!runIt)("aivm status / doctor / vm update on a real guest", () =
 
   step("config init --defaults, unique names", async () => {
     await aivmOk(["config", "init", "--defaults", "--yes", "--image-url", `file://${env.AIVM_E2E_IMAGE}`, "--image-sha256", env.AIVM_E2E_SHA!]);
-    let text = readFileSync(configFile, "utf8");
-    text = setTomlKey(text, "defaults.vm", "name", JSON.stringify(names.vm));
-    text = setTomlKey(text, "defaults.network", "name", JSON.stringify(names.net));
-    text = setTomlKey(text, "defaults.paths", "image_cache", JSON.stringify(join(CACHE_HOME, "aivm", "images")));
-    writeFileSync(configFile, text);
+    writeFileSync(configFile, uniqueNamesConfig(readFileSync(configFile, "utf8"), names, CACHE_HOME));
     vmDir = join(env.XDG_DATA_HOME!, "aivm", "vms", names.vm);
   });
 
