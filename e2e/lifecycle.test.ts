@@ -100,7 +100,7 @@ describe.skipIf(!runIt)("aivm e2e: a real guest on a real libvirtd in a private 
     const shown = JSON.parse((await aivmOk(["config", "show", "--json"])).stdout);
     const net = findNetwork(shown);
     gateway = net.gateway;
-    subnetPrefix = net.subnet.split("/")[0].split(".").slice(0, 3).join(".") + ".";
+    subnetPrefix = net.subnet.split("/")[0]!.split(".").slice(0, 3).join(".") + ".";
     expect(gateway).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
     vmDir = join(env.XDG_DATA_HOME!, "aivm", "vms", names.vm);
   });

@@ -532,12 +532,12 @@ export function renderToml(doc: StoreDoc): string {
     if (v && Object.keys(v).length) parts.push(`[defaults.${sec}]\n${scalars(v, ORDER[sec])}`);
   }
   for (const n of doc.networks ?? []) {
-    let s = `[[networks]]\n${scalars(n as Record<string, unknown>, ORDER.network)}`;
+    let s = `[[networks]]\n${scalars(n as unknown as Record<string, unknown>, ORDER.network)}`;
     if (n.firewall && Object.keys(n.firewall).length) s += `\n[networks.firewall]\n${scalars(n.firewall as Record<string, unknown>, ORDER.firewall)}`;
     parts.push(s);
   }
   for (const v of doc.vms ?? []) {
-    let s = `[[vms]]\n${scalars(v as Record<string, unknown>, ORDER.vm)}`;
+    let s = `[[vms]]\n${scalars(v as unknown as Record<string, unknown>, ORDER.vm)}`;
     if (v.image && Object.keys(v.image).length) s += `\n[vms.image]\n${scalars(v.image as Record<string, unknown>, ORDER.image)}`;
     for (const a of v.attachments ?? []) s += `\n[[vms.attachments]]\n${scalars(a as unknown as Record<string, unknown>, ORDER.attachment)}`;
     parts.push(s);

@@ -2,7 +2,9 @@
 import { createHash } from "node:crypto";
 import type { Vm } from "./config.ts";
 import { escapeXml, renderXml, tidy } from "./render.ts";
-import template from "../templates/domain.xml" with { type: "text" };
+import templateText from "../templates/domain.xml" with { type: "text" };
+
+const template = templateText as unknown as string;
 
 /** A locally administered MAC in QEMU's 52:54:00 range, derived from the VM name (stable across redefinitions). */
 export function macAddress(vmName: string): string {

@@ -1,7 +1,7 @@
 // Logs, progress and prompts go to stderr; stdout is reserved for data (see out()).
 import { createConsola, type ConsolaInstance } from "consola";
 
-export const log: ConsolaInstance = createConsola({
+export const log: ConsolaInstance = createConsola(<Parameters<typeof createConsola>[0]>{
   stdout: process.stderr,
   stderr: process.stderr,
   level: 3,

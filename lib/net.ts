@@ -1,5 +1,5 @@
 // libvirt NAT networks: render the XML, read the live state, and plan create/start/destroy as consent steps.
-import template from "../templates/network.xml" with { type: "text" };
+import templateText from "../templates/network.xml" with { type: "text" };
 import type { Network, StoreDoc } from "./config.ts";
 import { AivmError, UsageError } from "./errors.ts";
 import { log } from "./log.ts";
@@ -7,6 +7,8 @@ import { renderXml } from "./render.ts";
 import type { Action, Runner } from "./run.ts";
 import { cidrsOverlap, intToIpv4, ipv4ToInt, parseCidr, type Cidr } from "./validate.ts";
 import { virshArgv, virshRead } from "./virsh.ts";
+
+const template = templateText as unknown as string;
 
 export function renderNetworkXml(net: Network): string {
   return renderXml(template, {

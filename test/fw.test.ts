@@ -20,7 +20,7 @@ const ABSENT = { exitCode: 1, stderr: "Error: No such file or directory\nlist ta
 const LIST = ["nft", "list", "table", "inet", "aivm_aivm_net"];
 
 describe("tableName", () => {
-  for (const [n, t] of [["aivm-net", "aivm_aivm_net"], ["a", "aivm_a"], ["x-1-2", "aivm_x_1_2"]]) {
+  for (const [n, t] of [["aivm-net", "aivm_aivm_net"], ["a", "aivm_a"], ["x-1-2", "aivm_x_1_2"]] as const) {
     test(n, () => expect(tableName(n)).toBe(t));
   }
   test("refuses an invalid name", () => expect(() => tableName('a"b')).toThrow());

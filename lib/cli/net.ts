@@ -54,7 +54,7 @@ export default group("net", "libvirt NAT networks", {
     run: async ({ args }) => {
       const ctx = context(args);
       const uri = resolvePaths(ctx.store.doc).libvirtUri;
-      const rows = [];
+      const rows: { name: string; bridge: string; subnet: string; defined: boolean; active: boolean; autostart: boolean; vms: string[] }[] = [];
       for (const n of networkNames(ctx.store.doc)) {
         const net = resolveNetwork(ctx.store.doc, n);
         const st = await networkState(ctx.runner, uri, n);
