@@ -2,9 +2,9 @@
 // The dispatcher: root command, lazily loaded groups, one main() that maps errors to exit codes.
 import "../lib/env.ts";
 import { renderUsage, runCommand, type CommandDef } from "citty";
+import pkg from "../package.json" with { type: "json" };
 import { root } from "../lib/cli/root.ts";
 import { EXIT, formatError } from "../lib/errors.ts";
-import pkg from "../package.json" with { type: "json" };
 
 async function resolve<T>(v: T | (() => T | Promise<T>) | Promise<T>): Promise<T> {
   return typeof v === "function" ? await (v as () => T | Promise<T>)() : await v;

@@ -1,7 +1,7 @@
 // Acceleration: KVM only when /dev/kvm is usable AND the CPU advertises vmx/svm; TCG (libvirt type `qemu`) otherwise.
 // (A /dev/kvm backed by a paravirtual host module, with no vmx/svm in the flags, hangs a normal guest kernel.)
 import { closeSync, openSync, readFileSync } from "node:fs";
-import type { Accel } from "./config.ts";
+import type { Accel } from "./config/model.ts";
 import { AivmError, EXIT } from "./errors.ts";
 import { log } from "./log.ts";
 

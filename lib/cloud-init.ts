@@ -1,9 +1,9 @@
 // cloud-init NoCloud documents for a VM, built as objects and written with a YAML library (never pasted strings),
 // and the argv that packs them into the `cidata` seed volume.
-import type { Vm } from "./config.ts";
+import base from "../templates/cloud-init/user-data.yaml" with { type: "text" };
+import type { Vm } from "./config/model.ts";
 import { macAddress } from "./domain.ts";
 import { toYaml } from "./render.ts";
-import base from "../templates/cloud-init/user-data.yaml" with { type: "text" };
 
 /** The guest's SSH host key pair (ed25519), generated on the host so the host can pin it. */
 export interface HostKey {

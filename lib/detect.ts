@@ -3,35 +3,19 @@
 import { existsSync, statfsSync } from "node:fs";
 import { cpus as osCpus, hostname, totalmem } from "node:os";
 import { dirname, join } from "node:path";
-import {
-  BUILTIN, builtinPaths, defaultVmName, DEFAULT_BLOCK_CIDRS, UBUNTU_2404, type StoreDoc,
-} from "./config.ts";
-import { cidrsOverlap, intToIpv4, ipv4ToInt, parseCidr, type Cidr } from "./validate.ts";
-import { expandHome } from "./fsutil.ts";
+import { parseCidr, Cidr, cidrsOverlap, intToIpv4 } from "./validate.ts";
+import { parseRoutes } from "./net.ts";
+import { BUILTIN, builtinPaths, DEFAULT_BLOCK_CIDRS, defaultVmName, StoreDoc, UBUNTU_2404 } from "./config/model.ts";
 import type { Runner } from "./run.ts";
+import { expandHome } from "./fsutil.ts";
 
 const GiB = 1024 ** 3;
 
 // ---------- routes and subnets ----------
 
-const ROUTE_TYPES = new Set(["unicast", "local", "broadcast", "multicast", "blackhole", "unreachable", "prohibit", "throw", "nat", "anycast"]);
-
-/** The destinations of `ip -4 route` output (default routes skipped; a bare address is a /32). */
-export function parseRoutes(text: string): Cidr[] {
-  const out: Cidr[] = [];
-  for (const line of text.split("\n")) {
-    const words = line.trim().split(/\s+/).filter(Boolean);
-    if (words.length && ROUTE_TYPES.has(words[0]!)) words.shift();
-    const dest = words[0];
-    if (!dest || dest === "default") continue;
-    const [addr, len] = dest.split("/");
-    const ip = ipv4ToInt(addr!);
-    const prefix = len === undefined ? 32 : Number(len);
-    if (ip === undefined || !Number.isInteger(prefix) || prefix < 0 || prefix > 32) continue;
-    const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-    out.push({ network: (ip & mask) >>> 0, prefix, size: 2 ** (32 - prefix) });
-  }
-  return out;
+/** The destinations of `ip -4 route` output as CIDRs (default routes skipped; a bare address is a /32). */
+export function routeCidrs(text: string): Cidr[] {
+  return parseRoutes(text).map((r) => r.cidr);
 }
 
 /** Preferred /24s, in order: 10.77-10.99.0.0/24, then 192.168.177-199.0/24. */
@@ -124,7 +108,7 @@ export function tildePath(p: string, home: string): string {
 
 // ---------- the whole detection ----------
 
-export interface HostFacts {
+export interface DetectFacts {
   home: string;
   hostname: string;
   cpus: number;
@@ -160,9 +144,9 @@ export interface DetectOptions {
 }
 
 /** Pure: host facts + the current store -> the values `config init` proposes. */
-export function detectFrom(facts: HostFacts, doc: StoreDoc, opts: DetectOptions = {}): Detected {
+export function detectFrom(facts: DetectFacts, doc: StoreDoc, opts: DetectOptions = {}): Detected {
   const warnings: string[] = [];
-  const routes = parseRoutes(facts.routes);
+  const routes = routeCidrs(facts.routes);
   const subnet = chooseSubnet(routes, storeSubnets(doc));
   if (!subnet) warnings.push("every preferred /24 overlaps a route or a network in the store; using 10.77.0.0/24 (edit defaults.network.subnet)");
   const identity = findIdentity(facts.home, facts.exists);
@@ -195,7 +179,7 @@ export function detectFrom(facts: HostFacts, doc: StoreDoc, opts: DetectOptions 
 }
 
 /** Read the host facts. `ip -4 route` goes through the Runner (a read: runs under --dry-run too). */
-export async function readHostFacts(runner: Runner, vmRoot: string): Promise<HostFacts> {
+export async function readHostFacts(runner: Runner, vmRoot: string): Promise<DetectFacts> {
   const r = await runner.read(["ip", "-4", "route"], { nothrow: true });
   return {
     home: process.env.HOME ?? "/root",

@@ -1,8 +1,8 @@
 // The libvirt domain XML for a VM: a pure renderer over templates/domain.xml. Every value is XML-escaped.
 import { createHash } from "node:crypto";
-import type { Vm } from "./config.ts";
-import { escapeXml, renderXml, tidy } from "./render.ts";
 import templateText from "../templates/domain.xml" with { type: "text" };
+import type { Vm } from "./config/model.ts";
+import { escapeXml, renderXml, tidy } from "./render.ts";
 
 const template = templateText as unknown as string;
 

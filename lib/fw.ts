@@ -1,6 +1,6 @@
 // nftables isolation: one table per network, rendered from the config and replaced atomically in one `nft -f`.
 import template from "../templates/nftables.nft" with { type: "text" };
-import type { Network } from "./config.ts";
+import type { Network } from "./config/model.ts";
 import { AivmError } from "./errors.ts";
 import { fill, nftString } from "./render.ts";
 import type { Runner } from "./run.ts";

@@ -1,10 +1,10 @@
 // Host checks (`aivm doctor`) and host packages (`aivm host install-deps`). Checks read; nothing here changes the host.
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";
-import type { Paths } from "./config.ts";
-import { probeAccel, accelChoice, type AccelProbe } from "./accel.ts";
+import { probeAccel, accelChoice, AccelProbe } from "./accel.ts";
+import type { Paths } from "./config/model.ts";
 import type { Runner } from "./run.ts";
-import { virshRead } from "./virsh.ts";
+import { virshRead } from "./libvirt/virsh.ts";
 
 export interface Check {
   name: string;

@@ -5,11 +5,12 @@
 import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { Paths } from "./config.ts";
-import { AivmError, EXIT, UsageError } from "./errors.ts";
-import { cachedImage, sha256File, type CachedImage } from "./image.ts";
-import { log } from "./log.ts";
+import type { Paths } from "./config/model.ts";
 import type { Runner } from "./run.ts";
+import { AivmError, EXIT, UsageError } from "./errors.ts";
+import { cachedImage, CachedImage, sha256File } from "./image.ts";
+import { mountsUnder, readMounts } from "./share/host-mounts.ts";
+import { log } from "./log.ts";
 
 /** Bump when the build steps change in a way the recipe hash does not already capture. */
 export const RECIPE_VERSION = 1;
@@ -208,21 +209,6 @@ function newestNamed(dir: string, prefix: string): string {
   return join(dir, names[names.length - 1]!);
 }
 
-/** Mount points below `dir`, deepest first (from /proc/self/mounts). */
-export function mountsUnder(dir: string, mounts = readMounts()): string[] {
-  return mounts
-    .split("\n")
-    .map((l) => l.split(" ")[1])
-    .filter((m): m is string => !!m)
-    .map((m) => m.replace(/\\(\d{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8))))
-    .filter((m) => m.startsWith(dir + "/"))
-    .sort((a, b) => b.length - a.length);
-}
-
-function readMounts(): string {
-  try { return readFileSync("/proc/self/mounts", "utf8"); } catch { return ""; }
-}
-
 export async function buildDebootstrap(runner: Runner, paths: Paths, opts: BuildOptions): Promise<{ image: CachedImage; built: boolean }> {
   if (!SUITE.test(opts.suite)) throw new UsageError("image build", `bad suite name ${JSON.stringify(opts.suite)}`, "e.g. --suite bookworm");
   const mirror = opts.mirror ?? pickMirror(hostAptSources(), opts.suite);
@@ -287,7 +273,7 @@ export async function buildDebootstrap(runner: Runner, paths: Paths, opts: Build
     return { image, built: true };
   } finally {
     // a failed debootstrap can leave /proc and /sys mounted inside the rootfs: unmount before removing
-    for (const m of mountsUnder(rootfs)) await runner.exec(["umount", "-l", m], { privileged: true, nothrow: true });
+    for (const m of mountsUnder(rootfs, readMounts()).filter((m) => m !== rootfs)) await runner.exec(["umount", "-l", m], { privileged: true, nothrow: true });
     await runner.exec(["rm", "-rf", "--one-file-system", work], { privileged: true, nothrow: true });
   }
 }

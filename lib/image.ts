@@ -6,12 +6,13 @@ import { createHash } from "node:crypto";
 import { createReadStream, existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { basename, isAbsolute, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { BUILTIN, resolveVm, type Image, type Paths, type StoreDoc } from "./config.ts";
-import { AivmError, ConfigError, EXIT } from "./errors.ts";
-import { acquireLock } from "./lock.ts";
-import { log } from "./log.ts";
-import type { Runner } from "./run.ts";
 import { sha256Problem, urlProblem } from "./validate.ts";
+import { AivmError, ConfigError, EXIT } from "./errors.ts";
+import { BUILTIN, Paths, type StoreDoc, type Image } from "./config/model.ts";
+import type { Runner } from "./run.ts";
+import { acquireLock } from "./lock.ts";
+import { resolveVm } from "./config/resolve.ts";
+import { log } from "./log.ts";
 
 export type ImageFormat = "qcow2" | "raw";
 

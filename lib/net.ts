@@ -1,12 +1,14 @@
 // libvirt NAT networks: render the XML, read the live state, and plan create/start/destroy as consent steps.
 import templateText from "../templates/network.xml" with { type: "text" };
-import type { Network, StoreDoc } from "./config.ts";
-import { AivmError, UsageError } from "./errors.ts";
-import { log } from "./log.ts";
+import type { Network, StoreDoc } from "./config/model.ts";
+import { networkDrift } from "./drift.ts";
+import { parseLeases, parseNetworkXml, type Lease } from "./libvirt/parse.ts";
+import { networkState, virshArgv, virshRead } from "./libvirt/virsh.ts";
 import { renderXml } from "./render.ts";
 import type { Action, Runner } from "./run.ts";
-import { cidrsOverlap, intToIpv4, ipv4ToInt, parseCidr, type Cidr } from "./validate.ts";
-import { virshArgv, virshRead } from "./virsh.ts";
+import { parseCidr, Cidr, cidrsOverlap, ipv4ToInt } from "./validate.ts";
+import { UsageError } from "./errors.ts";
+import { log } from "./log.ts";
 
 const template = templateText as unknown as string;
 
@@ -21,92 +23,6 @@ export function renderNetworkXml(net: Network): string {
   });
 }
 
-// ---------- live state ----------
-
-export interface NetState {
-  defined: boolean;
-  active: boolean;
-  persistent: boolean;
-  autostart: boolean;
-  /** the bridge libvirt reports (net-info), when defined */
-  bridge?: string;
-}
-
-const ABSENT: NetState = { defined: false, active: false, persistent: false, autostart: false };
-const NOT_FOUND = /network not found|no network with matching name/i;
-
-/** `virsh net-info` key/value lines -> object with lower-case keys. */
-export function parseKeyValues(text: string): Record<string, string> {
-  const o: Record<string, string> = {};
-  for (const line of text.split("\n")) {
-    const m = /^([^:]+):\s*(.*)$/.exec(line.trim());
-    if (m) o[m[1]!.trim().toLowerCase()] = m[2]!.trim();
-  }
-  return o;
-}
-
-export async function networkState(runner: Runner, uri: string, name: string): Promise<NetState> {
-  const r = await virshRead(runner, uri, ["net-info", name]);
-  if (r.exitCode !== 0) {
-    if (NOT_FOUND.test(r.stderr)) return { ...ABSENT };
-    throw new AivmError(`virsh net-info ${name}`, r.stderr.trim().split("\n").pop()?.replace(/^error:\s*/, "") || `exited ${r.exitCode}`);
-  }
-  const kv = parseKeyValues(r.stdout);
-  return {
-    defined: true,
-    active: kv.active === "yes",
-    persistent: kv.persistent === "yes",
-    autostart: kv.autostart === "yes",
-    bridge: kv.bridge || undefined,
-  };
-}
-
-export interface LiveNetConfig {
-  bridge?: string;
-  /** e.g. 10.77.0.0/24, from <ip address netmask|prefix> */
-  subnet?: string;
-  gateway?: string;
-}
-
-/** The bridge and IPv4 subnet of a defined network, from `virsh net-dumpxml`. */
-export function parseNetworkXml(xml: string): LiveNetConfig {
-  const attr = (tag: string, name: string): string | undefined => {
-    const el = new RegExp(`<${tag}\\b[^>]*>`).exec(xml)?.[0];
-    return el ? new RegExp(`\\b${name}=['"]([^'"]*)['"]`).exec(el)?.[1] : undefined;
-  };
-  const bridge = attr("bridge", "name");
-  // the first IPv4 <ip> element (family absent or ipv4)
-  let gateway: string | undefined;
-  let prefix: number | undefined;
-  for (const m of xml.matchAll(/<ip\b[^>]*>/g)) {
-    const el = m[0];
-    const fam = /\bfamily=['"]([^'"]*)['"]/.exec(el)?.[1];
-    if (fam && fam !== "ipv4") continue;
-    gateway = /\baddress=['"]([^'"]*)['"]/.exec(el)?.[1];
-    const mask = /\bnetmask=['"]([^'"]*)['"]/.exec(el)?.[1];
-    const pfx = /\bprefix=['"]([^'"]*)['"]/.exec(el)?.[1];
-    if (pfx) prefix = Number(pfx);
-    else if (mask && ipv4ToInt(mask) !== undefined) prefix = 32 - Math.log2(2 ** 32 - ipv4ToInt(mask)!);
-    break;
-  }
-  let subnet: string | undefined;
-  const g = gateway ? ipv4ToInt(gateway) : undefined;
-  if (g !== undefined && prefix !== undefined && Number.isInteger(prefix)) {
-    const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-    subnet = `${intToIpv4((g & mask) >>> 0)}/${prefix}`;
-  }
-  return { bridge, subnet, gateway };
-}
-
-/** Differences between a defined network and the config, one phrase each ([] when they agree). */
-export function networkDrift(net: Network, live: LiveNetConfig): string[] {
-  const d: string[] = [];
-  if (live.bridge !== undefined && live.bridge !== net.bridge) d.push(`bridge is ${live.bridge}, config says ${net.bridge}`);
-  if (live.subnet !== undefined && live.subnet !== net.subnet) d.push(`subnet is ${live.subnet}, config says ${net.subnet}`);
-  if (live.gateway !== undefined && live.gateway !== net.gateway) d.push(`gateway is ${live.gateway}, config says ${net.gateway}`);
-  return d;
-}
-
 async function warnDrift(runner: Runner, uri: string, net: Network): Promise<string[]> {
   const r = await virshRead(runner, uri, ["net-dumpxml", net.name]);
   if (r.exitCode !== 0) return [];
@@ -117,8 +33,6 @@ async function warnDrift(runner: Runner, uri: string, net: Network): Promise<str
   }
   return drift;
 }
-
-// ---------- routes ----------
 
 export interface Route {
   prefix: string;
@@ -172,8 +86,6 @@ export async function checkSubnetFree(runner: Runner, net: Network): Promise<voi
       "pick a free subnet in [defaults.network] or [[networks]] (`aivm config edit`)");
   }
 }
-
-// ---------- create / destroy ----------
 
 function netAction(uri: string, ...args: string[]): Action {
   return { kind: "run", argv: virshArgv(uri, ...args) };
@@ -232,27 +144,6 @@ export async function destroyNetwork(runner: Runner, uri: string, net: Network, 
   if (st.persistent) actions.push(netAction(uri, "net-undefine", net.name));
   await runner.step({ title: `Destroy network ${net.name}`, why: users.length ? `--force: still used by ${users.join(", ")}` : "no VM in the store uses it", consent: true, actions });
   return "destroyed";
-}
-
-// ---------- status ----------
-
-export interface Lease {
-  expiry: string;
-  mac: string;
-  protocol: string;
-  ip: string;
-  hostname: string | null;
-}
-
-/** `virsh net-dhcp-leases` table rows (header and rule lines are skipped). */
-export function parseLeases(text: string): Lease[] {
-  const leases: Lease[] = [];
-  for (const line of text.split("\n")) {
-    const m = /^\s*(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\s+([0-9a-fA-F:]{17})\s+(\S+)\s+(\S+)\s*(\S*)/.exec(line);
-    if (!m) continue;
-    leases.push({ expiry: m[1]!, mac: m[2]!.toLowerCase(), protocol: m[3]!, ip: m[4]!, hostname: m[5] && m[5] !== "-" ? m[5] : null });
-  }
-  return leases;
 }
 
 export interface NetStatus {

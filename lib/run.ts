@@ -1,6 +1,7 @@
 // The Runner: the only code that starts programs or writes files outside the config store.
 // Planners build argv arrays and Steps; the Runner prints them (--dry-run), asks for consent,
 // adds sudo when not root, runs them through a Backend (zx for real, a recorder in tests).
+
 import { AivmError, EXIT, UsageError } from "./errors.ts";
 import { canPrompt, log, out } from "./log.ts";
 import { ask } from "./prompt.ts";

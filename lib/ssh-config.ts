@@ -2,11 +2,11 @@
 import { existsSync, lstatSync, readFileSync, realpathSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
-import type { Vm } from "./config.ts";
-import { AivmError, EXIT } from "./errors.ts";
-import { log } from "./log.ts";
-import type { Runner } from "./run.ts";
+import type { Vm } from "./config/model.ts";
 import { ipv4ToInt } from "./validate.ts";
+import { AivmError, EXIT } from "./errors.ts";
+import type { Runner } from "./run.ts";
+import { log } from "./log.ts";
 
 export function knownHostsFile(vm: Vm): string {
   return join(vm.dir, "known_hosts");

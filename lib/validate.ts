@@ -1,4 +1,5 @@
 // Validators for values that reach argv, XML, YAML or nftables. Each returns a problem string or undefined.
+
 import { UsageError } from "./errors.ts";
 
 export const NAME_RE = /^[a-z][a-z0-9-]{0,62}$/;

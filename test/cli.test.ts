@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { aivm } from "./helpers/cli.ts";
-import { formatError, NotImplementedError } from "../lib/errors.ts";
 import pkg from "../package.json" with { type: "json" };
+import { formatError, NotImplementedError } from "../lib/errors.ts";
 
 describe("dispatcher", () => {
   test("--version prints the version on stdout", async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { resolveVm } from "../lib/config.ts";
-import { cloudYaml, renderMetaData, renderNetworkConfig, renderUserData, seedArgv, userDataObject, type HostKey } from "../lib/cloud-init.ts";
+import { resolveVm } from "../lib/config/resolve.ts";
+import { userDataObject, HostKey, renderUserData, renderMetaData, renderNetworkConfig, cloudYaml, seedArgv } from "../lib/cloud-init.ts";
 import { macAddress } from "../lib/domain.ts";
 
 const vm = (name = "box", user = "agent") =>

@@ -4,11 +4,12 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { loadStore, lockPath, parseStore, renderToml, saveStore, updateStore } from "../lib/config.ts";
-import { acquireLock } from "../lib/lock.ts";
-import { AivmError } from "../lib/errors.ts";
 import { bigDoc } from "./helpers/config-writer.ts";
 import { BUN, ROOT } from "./helpers/cli.ts";
+import { renderToml } from "../lib/config/toml.ts";
+import { loadStore, lockPath, parseStore, saveStore, updateStore } from "../lib/config/store.ts";
+import { acquireLock, lockInternals } from "../lib/lock.ts";
+import { AivmError } from "../lib/errors.ts";
 
 const WRITER = join(ROOT, "test/helpers/config-writer.ts");
 const tmp = () => mkdtempSync(join(tmpdir(), "aivm-store-"));
@@ -192,7 +193,6 @@ describe("saveStore", () => {
 
 describe("lock without flock (pid-file fallback)", () => {
   test("acquire, block, release; a dead holder's pid file is taken over", async () => {
-    const { lockInternals } = await import("../lib/lock.ts");
     lockInternals.noFlock = true;
     try {
       const p = join(tmp(), "x.lock");

@@ -3,18 +3,17 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  chooseSubnet, cpuTier, createIdentity, defaultsDoc, detectFrom, diskTier, findIdentity, memoryTier, nearestExisting,
-  parseRoutes, readHostFacts, sshKeygenArgv, SUBNET_CANDIDATES, tildePath, type HostFacts,
-} from "../lib/detect.ts";
-import { intToIpv4, parseCidr } from "../lib/validate.ts";
-import { parseStore, renderToml, UBUNTU_2404 } from "../lib/config.ts";
 import { fakeRunner } from "./helpers/fake-runner.ts";
+import { chooseSubnet, cpuTier, createIdentity, defaultsDoc, detectFrom, diskTier, findIdentity, memoryTier, nearestExisting, readHostFacts, routeCidrs, sshKeygenArgv, SUBNET_CANDIDATES, tildePath, type DetectFacts } from "../lib/detect.ts";
+import { intToIpv4, parseCidr } from "../lib/validate.ts";
+import { UBUNTU_2404 } from "../lib/config/model.ts";
+import { renderToml } from "../lib/config/toml.ts";
+import { parseStore } from "../lib/config/store.ts";
 
 const GiB = 1024 ** 3;
-const show = (text: string) => parseRoutes(text).map((c) => `${intToIpv4(c.network)}/${c.prefix}`);
+const show = (text: string) => routeCidrs(text).map((c) => `${intToIpv4(c.network)}/${c.prefix}`);
 
-describe("parseRoutes", () => {
+describe("routeCidrs", () => {
   test.each([
     ["default via 192.168.1.1 dev eth0 proto dhcp metric 100", []],
     ["10.0.0.0/8 dev eth0 proto kernel scope link src 10.1.2.3", ["10.0.0.0/8"]],
@@ -44,7 +43,7 @@ describe("parseRoutes", () => {
 });
 
 describe("chooseSubnet", () => {
-  const r = (t: string) => parseRoutes(t);
+  const r = (t: string) => routeCidrs(t);
   test.each([
     ["no routes", "", [], "10.77.0.0/24"],
     ["10.77 in use", "10.77.0.0/24 dev br0", [], "10.78.0.0/24"],
@@ -127,7 +126,7 @@ describe("SSH identity", () => {
 });
 
 describe("detectFrom and defaultsDoc", () => {
-  const facts = (over: Partial<HostFacts> = {}): HostFacts => ({
+  const facts = (over: Partial<DetectFacts> = {}): DetectFacts => ({
     home: "/home/u", hostname: "Work-Station.lan", cpus: 12, memBytes: 32 * GiB, freeBytes: 500 * GiB,
     routes: "default via 10.0.0.1 dev eth0\n10.77.0.0/24 dev br0\n", exists: () => false, ...over,
   });

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
-import { resolveVm, type StoreDoc } from "../lib/config.ts";
-import { macAddress, renderDomainXml, type DomainSpec } from "../lib/domain.ts";
+import { resolveVm } from "../lib/config/resolve.ts";
+import type { StoreDoc } from "../lib/config/model.ts";
+import { macAddress, DomainSpec, renderDomainXml } from "../lib/domain.ts";
 
 function vmFixture(name = "box", vmRoot = "/srv/vms"): ReturnType<typeof resolveVm> {
   const doc: StoreDoc = {

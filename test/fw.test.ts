@@ -2,15 +2,15 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseStore, resolveNetwork, type StoreDoc } from "../lib/config.ts";
-import { EXIT } from "../lib/errors.ts";
-import {
-  applyFirewall, expectedTable, firewallStatus, formatFwStatus, mergeCidrs, normalizeTable, removeFirewall, renderRuleset, tableDrift, tableName,
-} from "../lib/fw.ts";
-import { Runner } from "../lib/run.ts";
-import { inject } from "../lib/cli/_shared.ts";
 import { runMain } from "./helpers/main.ts";
 import { FakeBackend, fakeRunner } from "./helpers/fake-runner.ts";
+import type { StoreDoc } from "../lib/config/model.ts";
+import { resolveNetwork } from "../lib/config/resolve.ts";
+import { applyFirewall, expectedTable, firewallStatus, formatFwStatus, mergeCidrs, normalizeTable, removeFirewall, renderRuleset, tableDrift, tableName } from "../lib/fw.ts";
+import { EXIT } from "../lib/errors.ts";
+import { parseStore } from "../lib/config/store.ts";
+import { inject } from "../lib/cli/_shared.ts";
+import { Runner } from "../lib/run.ts";
 
 const PORTS_DOC: StoreDoc = { defaults: { firewall: { allow_tcp_ports: [8080, 22, 3000], allow_udp_ports: [5353], extra_block_cidrs: ["10.1.0.0/16", "8.8.8.8/32"] } } };
 const net = resolveNetwork(PORTS_DOC);

@@ -2,12 +2,13 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { accelCheck, doctor, findProgram, formatChecks, installDepsStep, isDebianLike, programChecks, storageCheck, traversalBlockers } from "../lib/host.ts";
-import { parseTable, listAll, formatListing } from "../lib/list.ts";
-import { planLines } from "../lib/cli/status.ts";
-import { resolvePaths } from "../lib/config.ts";
 import { fakeRunner } from "./helpers/fake-runner.ts";
 import { aivm, isolatedEnv, ROOT, BUN } from "./helpers/cli.ts";
+import { accelCheck, doctor, findProgram, formatChecks, installDepsStep, isDebianLike, programChecks, storageCheck, traversalBlockers } from "../lib/host.ts";
+import { resolvePaths } from "../lib/config/resolve.ts";
+import { planLines } from "../lib/cli/status.ts";
+import { parseTable } from "../lib/libvirt/parse.ts";
+import { formatListing, listAll } from "../lib/flows/list.ts";
 
 const URI = "qemu:///system";
 

@@ -2,12 +2,10 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  buildDebootstrap, diskPlan, hostAptSources, INCLUDE, mountsUnder, parseDeb822, parseSourcesList, pickMirror,
-  recipeFor, recipeKey, recipePath, rootfsPlan,
-} from "../lib/image-build.ts";
-import type { Paths } from "../lib/config.ts";
 import { fakeRunner } from "./helpers/fake-runner.ts";
+import type { Paths } from "../lib/config/model.ts";
+import { buildDebootstrap, diskPlan, hostAptSources, INCLUDE, parseDeb822, parseSourcesList, pickMirror, recipeFor, recipeKey, recipePath, rootfsPlan } from "../lib/image-build.ts";
+import { mountsUnder, parseMountinfo } from "../lib/share/host-mounts.ts";
 
 const M = "http://mirror.invalid/debian";
 
@@ -109,8 +107,9 @@ describe("the recipe", () => {
     expect(diskPlan(r, "/w", { uid: 1000, gid: 1000 }).map((c) => c.argv.join(" "))).toContain("chown 1000:1000 /w/disk.qcow2 /w/vmlinuz /w/initrd");
   });
 
-  test("mountsUnder: only mounts below the dir, deepest first, octal escapes decoded", () => {
-    const m = "proc /proc proc rw 0 0\nproc /c/w/rootfs/proc proc rw 0 0\nsys /c/w/rootfs/sys sysfs rw 0 0\nx /c/w/rootfs/sys/fs/x y rw 0 0\nz /c/w/rootfs2/p z rw 0 0\nq /c/w/rootfs/a\\040b q rw 0 0\n";
+  test("mountsUnder (shared with share): only mounts below the dir, deepest first, octal escapes decoded", () => {
+    const line = (id: number, target: string) => `${id} 1 0:1 / ${target} rw shared:1 - proc proc rw`;
+    const m = parseMountinfo(["/proc", "/c/w/rootfs/proc", "/c/w/rootfs/sys", "/c/w/rootfs/sys/fs/x", "/c/w/rootfs2/p", "/c/w/rootfs/a\\040b"].map((t, i) => line(i + 10, t)).join("\n"));
     const got = mountsUnder("/c/w/rootfs", m);
     expect([...got].sort()).toEqual(["/c/w/rootfs/a b", "/c/w/rootfs/proc", "/c/w/rootfs/sys", "/c/w/rootfs/sys/fs/x"]);
     expect(got.indexOf("/c/w/rootfs/sys/fs/x")).toBeLessThan(got.indexOf("/c/w/rootfs/sys"));

@@ -5,16 +5,14 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
-import {
-  applyPrune, cachedImage, ensureImage, fetchArgv, imageFiles, imageReferences, listCache, parseImageInfo, planPrune,
-  readManifest, renderManifest, sha256File, verifyCache, STALE_PART_MS,
-} from "../lib/image.ts";
-import { loadStore, parseStore, type Paths, type StoreDoc } from "../lib/config.ts";
-import { AivmError, ConfigError } from "../lib/errors.ts";
-import { acquireLock } from "../lib/lock.ts";
-import { Runner, ZxBackend, type ExecOptions, type Result } from "../lib/run.ts";
 import { aivm, isolatedEnv, BUN, ROOT } from "./helpers/cli.ts";
 import { setVerbosity } from "../lib/log.ts";
+import { ZxBackend, Result, Runner, ExecOptions } from "../lib/run.ts";
+import type { Paths, StoreDoc } from "../lib/config/model.ts";
+import { ConfigError, AivmError } from "../lib/errors.ts";
+import { applyPrune, cachedImage, ensureImage, fetchArgv, imageFiles, imageReferences, listCache, parseImageInfo, planPrune, readManifest, renderManifest, sha256File, STALE_PART_MS, verifyCache } from "../lib/image.ts";
+import { acquireLock } from "../lib/lock.ts";
+import { loadStore, parseStore } from "../lib/config/store.ts";
 
 setVerbosity({ quiet: true });
 

@@ -2,16 +2,17 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseStore, resolveNetwork, type StoreDoc } from "../lib/config.ts";
-import { EXIT } from "../lib/errors.ts";
-import {
-  destroyNetwork, ensureNetwork, formatNetStatus, networkDrift, networkStatus, networkUsers, overlappingRoute,
-  parseLeases, parseNetworkXml, parseRoutes, renderNetworkXml,
-} from "../lib/net.ts";
-import { Runner } from "../lib/run.ts";
-import { inject } from "../lib/cli/_shared.ts";
 import { runMain } from "./helpers/main.ts";
 import { FakeBackend, fakeRunner } from "./helpers/fake-runner.ts";
+import { resolveNetwork } from "../lib/config/resolve.ts";
+import { destroyNetwork, ensureNetwork, formatNetStatus, networkStatus, networkUsers, overlappingRoute, parseRoutes, renderNetworkXml } from "../lib/net.ts";
+import { parseLeases, parseNetworkXml } from "../lib/libvirt/parse.ts";
+import { EXIT } from "../lib/errors.ts";
+import { networkDrift } from "../lib/drift.ts";
+import type { StoreDoc } from "../lib/config/model.ts";
+import { parseStore } from "../lib/config/store.ts";
+import { inject } from "../lib/cli/_shared.ts";
+import { Runner } from "../lib/run.ts";
 
 const URI = "qemu:///system";
 const V = ["virsh", "-q", "-c", URI];

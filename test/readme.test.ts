@@ -1,9 +1,9 @@
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { spliceReadme } from "../lib/config-reference.ts";
-import { EXIT } from "../lib/errors.ts";
 import { ROOT } from "./helpers/cli.ts";
+import { spliceReadme } from "../lib/config/reference.ts";
+import { EXIT } from "../lib/errors.ts";
 
 const readme = readFileSync(join(ROOT, "README.md"), "utf8");
 

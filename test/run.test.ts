@@ -2,9 +2,9 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, statSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Runner, ZxBackend, describeAction, shellJoin, shellQuote } from "../lib/run.ts";
-import { AivmError, UsageError } from "../lib/errors.ts";
 import { fakeRunner } from "./helpers/fake-runner.ts";
+import { describeAction, Runner, shellJoin, shellQuote, ZxBackend } from "../lib/run.ts";
+import { AivmError, UsageError } from "../lib/errors.ts";
 
 describe("shellQuote", () => {
   test.each([

@@ -3,11 +3,13 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, realpathSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { loadStore, resolveVm, type AttachmentDoc, type Vm } from "../lib/config.ts";
-import { EXIT } from "../lib/errors.ts";
-import { prepareSession, tcpOpen, warmIp, workstationSteps } from "../lib/session.ts";
-import { vmFiles } from "../lib/vm.ts";
 import { fakeRunner } from "./helpers/fake-runner.ts";
+import type { AttachmentDoc, Vm } from "../lib/config/model.ts";
+import { resolveVm } from "../lib/config/resolve.ts";
+import { loadStore } from "../lib/config/store.ts";
+import { prepareSession, tcpOpen, warmIp, workstationSteps } from "../lib/flows/session.ts";
+import { vmFiles } from "../lib/vm/files.ts";
+import { EXIT } from "../lib/errors.ts";
 
 let root: string;
 let cfg: string;

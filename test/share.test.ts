@@ -3,18 +3,22 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { inject } from "../lib/cli/_shared.ts";
-import { loadStore, resolveVm, type AttachmentDoc, type Vm } from "../lib/config.ts";
-import { EXIT, UsageError } from "../lib/errors.ts";
-import { Runner } from "../lib/run.ts";
-import {
-  approveSensitive, containingAttachment, detachFolder, exportMountPlan, exportRoot, fstabEscape, fstabLine, GUEST_MOUNT_SCRIPT, GUEST_UNMOUNT_SCRIPT, GUEST_GIT_SCRIPT,
-  guestDstProblem, guestIds, guestMountArgs, hostBindPlan, hostUnbindPlan, mountsUnder, overlapping, parseMountinfo, planAttachment,
-  releaseVmMounts, remoteCommand, sensitiveHit, sessionCommand, sharedTag, shareToken, stageRoot, vmFilesystems,
-  withAttachment, withoutAttachment, type MountEntry,
-} from "../lib/share.ts";
 import { runMain } from "./helpers/main.ts";
 import { FakeBackend, fakeRunner } from "./helpers/fake-runner.ts";
+import type { AttachmentDoc, Vm } from "../lib/config/model.ts";
+import { inject } from "../lib/cli/_shared.ts";
+import { Runner } from "../lib/run.ts";
+import { resolveVm } from "../lib/config/resolve.ts";
+import { loadStore } from "../lib/config/store.ts";
+import { exportRoot, sharedTag, shareToken, stageRoot, vmFilesystems } from "../lib/share/names.ts";
+import { containingAttachment, guestDstProblem, overlapping, planAttachment, withAttachment, withoutAttachment } from "../lib/share/input.ts";
+import { EXIT, UsageError } from "../lib/errors.ts";
+import { approveSensitive, sensitiveHit } from "../lib/share/preflight.ts";
+import { hostBindPlan, parseMountinfo, exportMountPlan, hostUnbindPlan, MountEntry, mountsUnder, releaseVmMounts } from "../lib/share/host-mounts.ts";
+import { fstabEscape, fstabLine, GUEST_MOUNT_SCRIPT, GUEST_UNMOUNT_SCRIPT, guestIds, guestMountArgs, remoteCommand, sessionCommand } from "../lib/share/guest.ts";
+import { GUEST_GIT_SCRIPT } from "../lib/git.ts";
+import { attachFolder, detachFolder, restartWithDevices } from "../lib/flows/attach.ts";
+import { macAddress } from "../lib/domain.ts";
 
 const URI = "qemu:///system";
 const V = ["virsh", "-q", "-c", URI];
@@ -337,7 +341,7 @@ describe("detach", () => {
     const { runner, fake } = fakeRunner();
     fake.on([...V, "domstate", "box"], { stdout: "running\n" });
     fake.on([...V, "net-dhcp-leases"], { stdout: "" });
-    fake.on([...V, "domifaddr"], { stdout: ` vnet0 52:54:00:00:00:00 ipv4 10.77.0.5/24\n`.replace("52:54:00:00:00:00", (await import("../lib/domain.ts")).macAddress("box")) });
+    fake.on([...V, "domifaddr"], { stdout: ` vnet0 52:54:00:00:00:00 ipv4 10.77.0.5/24\n`.replace("52:54:00:00:00:00", macAddress("box")) });
     fake.on(["ssh"], (argv) => (argv.includes("true") ? {} : { exitCode: 32, stderr: "umount: /h/p: target is busy." }));
     const r = await detachFolder(runner, cfg, v, att("/h/p"));
     expect(r.removed).toBe(false);
@@ -438,7 +442,6 @@ describe("attach flows", () => {
     fake.on([...V, "dumpxml", "--inactive", "box"], { stdout: xml(["aivm-root"]) });
     const before = readFileSync(cfg, "utf8");
     mkdirSync(join(root, "p"));
-    const { attachFolder } = await import("../lib/share.ts");
     await expect(attachFolder(runner, cfg, vm(), att(join(root, "p"), { mode: "shared" }))).rejects.toMatchObject({ exitCode: EXIT.USAGE });
     expect(readFileSync(cfg, "utf8")).toBe(before);
   });
@@ -448,7 +451,6 @@ describe("attach flows", () => {
     fake.on([...V, "dumpxml", "--inactive", "box"], { stdout: xml(["aivm-root"]) });
     for (const c of ["install", "mount", "mkdir"]) fake.on([c], {});
     mkdirSync(join(root, "p"));
-    const { attachFolder } = await import("../lib/share.ts");
     const v = vm();
     const r = await attachFolder(runner, cfg, v, att(join(root, "p")));
     expect(r.mounted).toBe(false);
@@ -467,7 +469,6 @@ describe("attach flows", () => {
     fake.on([...V, "domuuid", "box"], { stdout: "0f9d6d7c-3a0b-4c1e-9a53-2d1c7e8b9a10\n" });
     fake.on([...V, "define", "/dev/stdin"], {});
     mkdirSync(join(root, "p"));
-    const { attachFolder } = await import("../lib/share.ts");
     await attachFolder(runner, cfg, vm(), att(join(root, "p"), { mode: "shared" }));
     const define = fake.calls.find((c) => c.argv?.includes("define"))!;
     expect(define.input).toContain("<uuid>0f9d6d7c-3a0b-4c1e-9a53-2d1c7e8b9a10</uuid>");
@@ -481,7 +482,6 @@ describe("attach flows", () => {
     fake.on([...V, "domuuid", "box"], { stdout: "0f9d6d7c-3a0b-4c1e-9a53-2d1c7e8b9a10\n" });
     fake.on([...V, "define"], {});
     fake.on([...V, "start", "box"], { exitCode: 1, stderr: "error: XML error: No more available PCI slots\n" });
-    const { restartWithDevices } = await import("../lib/share.ts");
     await expect(restartWithDevices(runner, vm())).rejects.toMatchObject({ hint: expect.stringContaining("shared-root") });
   });
 });

@@ -2,12 +2,10 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { resolveVm } from "../lib/config.ts";
-import {
-  NO_IP_NOTE, beginMarker, endMarker, knownHostsLine, knownIp, removeBlock, removeSshConfig, renderSshBlock, sshArgv, upsertBlock, upsertSshConfig,
-} from "../lib/ssh-config.ts";
 import { aivm, isolatedEnv } from "./helpers/cli.ts";
 import { fakeRunner } from "./helpers/fake-runner.ts";
+import { resolveVm } from "../lib/config/resolve.ts";
+import { beginMarker, endMarker, knownHostsLine, knownIp, NO_IP_NOTE, removeBlock, removeSshConfig, renderSshBlock, sshArgv, upsertBlock, upsertSshConfig } from "../lib/ssh-config.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "aivm-sshcfg-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));

@@ -3,16 +3,17 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { resolveVm, type StoreDoc } from "../lib/config.ts";
-import { macAddress } from "../lib/domain.ts";
-import { expectedTable, renderRuleset } from "../lib/fw.ts";
-import { renderNetworkXml } from "../lib/net.ts";
-import {
-  attachmentVerdicts, collectStatus, formatStatus, LAYERS, nextCommands, parseDomainXml, type Probes, type StatusReport,
-} from "../lib/status.ts";
-import { vmFiles } from "../lib/vm.ts";
-import { ROOT_TAG } from "../lib/share.ts";
 import { fakeRunner, type FakeBackend } from "./helpers/fake-runner.ts";
+import { collectStatus, Probes } from "../lib/flows/status.ts";
+import type { StoreDoc } from "../lib/config/model.ts";
+import { ROOT_TAG } from "../lib/share/names.ts";
+import { macAddress } from "../lib/domain.ts";
+import { resolveVm } from "../lib/config/resolve.ts";
+import { renderNetworkXml } from "../lib/net.ts";
+import { expectedTable, renderRuleset } from "../lib/fw.ts";
+import { attachmentVerdicts, formatStatus, LAYERS, nextCommands, StatusReport } from "../lib/status-report.ts";
+import { vmFiles } from "../lib/vm/files.ts";
+import { parseDomainXml } from "../lib/libvirt/parse.ts";
 
 const URI = "qemu:///system";
 const V = ["virsh", "-q", "-c", URI];

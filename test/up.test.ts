@@ -1,7 +1,11 @@
 import { expect, test } from "bun:test";
 import { join } from "node:path";
-import { describeUp, type UpReport } from "../lib/up.ts";
 import { aivm, BUN, isolatedEnv, ROOT } from "./helpers/cli.ts";
+import { describeUp, up, UpReport } from "../lib/flows/up.ts";
+import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { resolveVm } from "../lib/config/resolve.ts";
+import { fakeRunner } from "./helpers/fake-runner.ts";
 
 const report = (over: Partial<UpReport["changes"]> = {}, changed = true): UpReport => ({
   vm: "box", ip: "10.77.0.100", network: "aivm-net", changed,
@@ -41,11 +45,6 @@ test("a second `aivm up` while the first still runs fails at once, naming the ho
 });
 
 test("an image checksum mismatch stops `aivm up` before libvirt, nftables or the store change", async () => {
-  const { fakeRunner } = await import("./helpers/fake-runner.ts");
-  const { up } = await import("../lib/up.ts");
-  const { resolveVm } = await import("../lib/config.ts");
-  const { mkdtempSync, writeFileSync, existsSync, readdirSync } = await import("node:fs");
-  const { tmpdir } = await import("node:os");
   const dir = mkdtempSync(join(tmpdir(), "aivm-up-"));
   const src = join(dir, "base.img");
   writeFileSync(src, "not the pinned image");
@@ -55,7 +54,7 @@ test("an image checksum mismatch stops `aivm up` before libvirt, nftables or the
   fake.on(["virsh", "-q", "-c", "qemu:///system", "domstate", "box"], { exitCode: 1, stderr: "error: failed to get domain 'box'" });
   fake.on(["install"], {}).on(["mkdir"], {}).on(["cp"], (argv) => { writeFileSync(argv.at(-1)!, "not the pinned image"); return {}; }).on(["rm"], {});
   const config = join(dir, "config.toml");
-  const err = await up(runner, config, doc, vm).catch((e) => e);
+  const err = (await up(runner, config, doc, vm).catch((e: Error) => e)) as Error;
   expect(String(err.message)).toContain("sha256 mismatch");
   expect(fake.commands().filter((c) => /^(nft|virsh .* (net-define|net-start|define|start))/.test(c))).toEqual([]);
   expect(existsSync(config)).toBe(false);

@@ -2,15 +2,18 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { resolveVm, type StoreDoc, type Vm } from "../lib/config.ts";
-import { accelChoice, chooseAccel, probeAccel } from "../lib/accel.ts";
-import { macAddress } from "../lib/domain.ts";
-import { AivmError } from "../lib/errors.ts";
-import {
-  deleteVm, domainState, ensureVm, instanceId, leaseIp, overlayArgv, parseDomifaddr, planDomain, startVm, stopVm,
-  UNDEFINE_ATTEMPTS, vmDirProblem, vmFiles, vmIp, waitVm, type Clock, type HostFacts,
-} from "../lib/vm.ts";
 import { fakeRunner, type FakeBackend } from "./helpers/fake-runner.ts";
+import type { StoreDoc, Vm } from "../lib/config/model.ts";
+import { resolveVm } from "../lib/config/resolve.ts";
+import { ensureVm, instanceId, overlayArgv, planDomain, VmHost } from "../lib/vm/create.ts";
+import { startVm, Clock, deleteVm, stopVm, UNDEFINE_ATTEMPTS } from "../lib/vm/power.ts";
+import { vmDirProblem, vmFiles } from "../lib/vm/files.ts";
+import { accelChoice, chooseAccel, probeAccel } from "../lib/accel.ts";
+import { AivmError } from "../lib/errors.ts";
+import { macAddress } from "../lib/domain.ts";
+import { leaseIp, parseDomifaddr } from "../lib/libvirt/parse.ts";
+import { vmIp, waitVm } from "../lib/vm/ip.ts";
+import { domainState } from "../lib/libvirt/virsh.ts";
 
 const URI = "qemu:///system";
 const V = ["virsh", "-q", "-c", URI];
@@ -49,7 +52,7 @@ function setup(o: { kernel?: boolean; cached?: boolean } = {}) {
   vm = resolveVm(doc);
 }
 
-const host = (over: Partial<HostFacts> = {}): HostFacts => ({
+const host = (over: Partial<VmHost> = {}): VmHost => ({
   probe: () => ({ kvmUsable: false, kvmWhy: "/dev/kvm does not exist", cpuVirt: false }),
   exists: existsSync,
   untraversable: () => null,

@@ -1,10 +1,11 @@
 // Flag bundles shared by commands, and the per-invocation context (config, runner).
 import type { ArgsDef } from "citty";
-import { configPath, loadStore, type Store } from "../config.ts";
-import { realRunner, type Runner } from "../run.ts";
+import { loadStore, Store } from "../config/store.ts";
+import { realRunner, Runner } from "../run.ts";
 import { setVerbosity } from "../log.ts";
-import { UsageError } from "../errors.ts";
 import { checkName } from "../validate.ts";
+import { configPath } from "../config/model.ts";
+import { UsageError } from "../errors.ts";
 
 export const globalArgs = {
   config: { type: "string", description: "config file (default: $AIVM_CONFIG or $XDG_CONFIG_HOME/aivm/config.toml)", valueHint: "PATH" },

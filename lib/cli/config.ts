@@ -3,18 +3,19 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { group, leaf } from "./command.ts";
-import { context, globalArgs, readArgs, mutateArgs, type Ctx } from "./_shared.ts";
-import {
-  BUILTIN, builtinPaths, defaultVmName, lintFile, networkNames, parseStore, renderToml, resolveNetwork, resolvePaths, resolveVm,
-  saveStore, updateStore, vmNames, type Store, type StoreDoc,
-} from "../config.ts";
-import { createIdentity, defaultsDoc, detectFrom, formatTable, readHostFacts, reviewRows, sshKeygenArgv } from "../detect.ts";
-import { AivmError, ConfigError, EXIT, PassThroughExit, UsageError } from "../errors.ts";
 import { canPrompt, log, out, outJson } from "../log.ts";
 import { ask } from "../prompt.ts";
+import { AivmError, EXIT, PassThroughExit, UsageError, ConfigError } from "../errors.ts";
 import { sha256Problem, urlProblem } from "../validate.ts";
+import { BUILTIN, builtinPaths, defaultVmName, StoreDoc } from "../config/model.ts";
+import { mutateArgs, context, Ctx, globalArgs, readArgs } from "./_shared.ts";
+import { createIdentity, defaultsDoc, detectFrom, formatTable, readHostFacts, reviewRows, sshKeygenArgv } from "../detect.ts";
 import { shellJoin } from "../run.ts";
+import { lintFile, parseStore, saveStore, updateStore, type Store } from "../config/store.ts";
+import { networkNames, resolveNetwork, resolvePaths, resolveVm, vmNames } from "../config/resolve.ts";
+import { renderToml } from "../config/toml.ts";
+import { group, leaf } from "./command.ts";
+import { discover } from "../flows/discover.ts";
 
 /** Hooks for tests: whether we may prompt, and how. */
 export const hooks: { interactive?: () => boolean; ask?: (q: string) => Promise<string> } = {};
@@ -206,7 +207,6 @@ export default group("config", "the config store", {
     args: mutateArgs,
     run: async ({ args }) => {
       const ctx = context(args);
-      const { discover } = await import("../discover.ts");
       const uri = resolvePaths(ctx.store.doc).libvirtUri;
       const r = await discover(ctx.runner, uri, ctx.store.doc, {
         interactive: interactive(),

@@ -1,9 +1,10 @@
-import { group, leaf } from "./command.ts";
-import { context, globalArgs, readArgs, mutateArgs } from "./_shared.ts";
-import { resolveNetwork } from "../config.ts";
+import { resolveNetwork } from "../config/resolve.ts";
 import { applyFirewall, firewallStatus, formatFwStatus, removeFirewall, renderRuleset, tableName } from "../fw.ts";
 import { checkName } from "../validate.ts";
-import { log, out, outJson } from "../log.ts";
+import { context, globalArgs, mutateArgs, readArgs } from "./_shared.ts";
+import { group, leaf } from "./command.ts";
+import { out, outJson } from "../log.ts";
+import { log } from "../log.ts";
 
 const name = { name: { type: "positional", required: false, description: "network name", valueHint: "NETWORK" } } as const;
 

@@ -1,9 +1,11 @@
-import { group, leaf } from "./command.ts";
-import { context, globalArgs, readArgs, mutateArgs, vmArg } from "./_shared.ts";
-import { resolvePaths, resolveVm } from "../config.ts";
-import { AivmError, EXIT, UsageError } from "../errors.ts";
-import { log, out, outJson } from "../log.ts";
+import { resolvePaths, resolveVm } from "../config/resolve.ts";
 import { applyPrune, cachedImage, ensureImage, humanSize, imageReferences, listCache, planPrune, verifyCache } from "../image.ts";
+import { context, globalArgs, mutateArgs, readArgs, vmArg } from "./_shared.ts";
+import { group, leaf } from "./command.ts";
+import { out, outJson } from "../log.ts";
+import { AivmError, EXIT, UsageError } from "../errors.ts";
+import { log } from "../log.ts";
+import { buildDebootstrap } from "../image-build.ts";
 
 const fetchCmd = leaf({
   name: "fetch",
@@ -28,7 +30,6 @@ const build = leaf({
     const suite = String(args.suite ?? "bookworm");
     if (!/^[a-z][a-z0-9-]{0,31}$/.test(suite)) throw new UsageError("image build", `${JSON.stringify(suite)} is not a Debian suite name`);
     const ctx = context(args);
-    const { buildDebootstrap } = await import("../image-build.ts");
     const r = await buildDebootstrap(ctx.runner, resolvePaths(ctx.store.doc), { suite, ...(args.mirror ? { mirror: String(args.mirror) } : {}) });
     if (ctx.dryRun) return;
     log.info(r.built ? `built ${r.image.sha256.slice(0, 12)}` : `already built: ${r.image.sha256.slice(0, 12)}`);

@@ -1,9 +1,11 @@
-import { group, leaf } from "./command.ts";
-import { context, globalArgs, readArgs, mutateArgs } from "./_shared.ts";
-import { networkNames, resolveNetwork, resolvePaths } from "../config.ts";
-import { destroyNetwork, ensureNetwork, formatNetStatus, networkState, networkStatus, networkUsers, renderNetworkXml } from "../net.ts";
+import { networkNames, resolveNetwork, resolvePaths } from "../config/resolve.ts";
+import { destroyNetwork, ensureNetwork, formatNetStatus, networkStatus, networkUsers, renderNetworkXml } from "../net.ts";
 import { checkName } from "../validate.ts";
-import { log, out, outJson } from "../log.ts";
+import { context, globalArgs, mutateArgs, readArgs } from "./_shared.ts";
+import { group, leaf } from "./command.ts";
+import { out, outJson } from "../log.ts";
+import { networkState } from "../libvirt/virsh.ts";
+import { log } from "../log.ts";
 
 const name = { name: { type: "positional", required: false, description: "network name", valueHint: "NAME" } } as const;
 

@@ -1,18 +1,20 @@
 import { existsSync, realpathSync } from "node:fs";
 import { resolve } from "node:path";
-import { group, leaf } from "./command.ts";
-import { context, readArgs, mutateArgs, vmArg } from "./_shared.ts";
-import { resolveVm, vmNames, type AttachmentDoc, type Vm } from "../config.ts";
-import { AivmError, EXIT, UsageError } from "../errors.ts";
+import type { AttachmentDoc, Vm } from "../config/model.ts";
 import { acquireLock } from "../lock.ts";
-import { log, out, outJson } from "../log.ts";
+import { vmFiles } from "../vm/files.ts";
+import { findAttachment, hostDir, overlapping, parseAccess, parseMode, planAttachment } from "../share/input.ts";
+import { AivmError, EXIT, UsageError } from "../errors.ts";
+import { group, leaf } from "./command.ts";
+import { context, mutateArgs, readArgs, vmArg } from "./_shared.ts";
+import { resolveVm, vmNames } from "../config/resolve.ts";
+import { currentBranch, gitSyncArgv, gitTopLevel } from "../git.ts";
+import { approveSensitive } from "../share/preflight.ts";
+import { attachFolder, detachFolder } from "../flows/attach.ts";
+import { out, outJson } from "../log.ts";
 import { shellJoin, shellQuote } from "../run.ts";
 import { defaultSshConfigFile } from "../ssh-config.ts";
-import {
-  approveSensitive, attachFolder, currentBranch, detachFolder, findAttachment, gitSyncArgv, gitTopLevel, hostDir, overlapping,
-  parseAccess, parseMode, planAttachment,
-} from "../share.ts";
-import { vmFiles } from "../vm.ts";
+import { log } from "../log.ts";
 
 const dir = { dir: { type: "positional", required: false, description: "host folder (default .)", valueHint: "DIR" } } as const;
 const opts = {

@@ -1,10 +1,12 @@
-import { group, leaf } from "./command.ts";
-import { context, globalArgs, mutateArgs, vmArg } from "./_shared.ts";
-import { resolveVm, type Vm } from "../config.ts";
+import type { Vm } from "../config/model.ts";
+import { resolveVm } from "../config/resolve.ts";
 import { AivmError, EXIT } from "../errors.ts";
-import { log, out } from "../log.ts";
 import { defaultSshConfigFile, ipFile, knownIp, removeSshConfig, renderSshBlock, upsertSshConfig } from "../ssh-config.ts";
 import { checkName } from "../validate.ts";
+import { context, globalArgs, mutateArgs, vmArg } from "./_shared.ts";
+import { group, leaf } from "./command.ts";
+import { out } from "../log.ts";
+import { log } from "../log.ts";
 
 function target(args: Record<string, any>) {
   if (args.vm !== undefined) checkName("VM", String(args.vm));

@@ -1,9 +1,17 @@
-import { group, leaf } from "./command.ts";
-import { context, globalArgs, readArgs, mutateArgs, vmArg } from "./_shared.ts";
-import { isDefaultConfigPath, networkNames, resolvePaths, vmNames } from "../config.ts";
-import { out, outJson, log } from "../log.ts";
+import { bashScript, commandTree, fishScript, zshScript } from "../completion.ts";
+import { isDefaultConfigPath } from "../config/model.ts";
+import { networkNames, resolvePaths, vmNames } from "../config/resolve.ts";
 import { AivmError, EXIT, UsageError } from "../errors.ts";
+import { formatListing, listAll } from "../flows/list.ts";
+import { collectStatus } from "../flows/status.ts";
+import { DEBIAN_PACKAGES, formatChecks, installDepsStep, isDebianLike, readOsRelease } from "../host.ts";
+import { log, out, outJson } from "../log.ts";
 import { shellQuote } from "../run.ts";
+import { formatStatus } from "../status-report.ts";
+import { context, globalArgs, mutateArgs, readArgs, vmArg } from "./_shared.ts";
+import { group, leaf } from "./command.ts";
+import { root } from "./root.ts";
+import { doctor as runDoctor } from "../host.ts";
 
 export const status = leaf({
   name: "status",
@@ -11,7 +19,6 @@ export const status = leaf({
   args: { ...readArgs, ...vmArg, detail: { type: "boolean", description: "show the evidence, and re-hash the base image" } },
   async run({ args }) {
     const ctx = context(args);
-    const { collectStatus, formatStatus } = await import("../status.ts");
     const report = await collectStatus(ctx.runner, ctx.store.doc, { configPath: ctx.configPath, vmName: args.vm as string | undefined, detail: !!args.detail });
     if (ctx.json) outJson(report);
     else out(formatStatus(report, { detail: !!args.detail }));
@@ -24,7 +31,6 @@ export const list = leaf({
   args: readArgs,
   async run({ args }) {
     const ctx = context(args);
-    const { listAll, formatListing } = await import("../list.ts");
     const l = await listAll(ctx.runner, ctx.store.doc);
     if (l.libvirt.error) log.warn(`live state unknown: ${l.libvirt.error}`);
     if (ctx.json) outJson(l);
@@ -38,8 +44,8 @@ export const doctor = leaf({
   args: readArgs,
   async run({ args }) {
     const ctx = context(args);
-    const { doctor: check, formatChecks } = await import("../host.ts");
-    const checks = await check(ctx.runner, resolvePaths(ctx.store.doc));
+    
+    const checks = await runDoctor(ctx.runner, resolvePaths(ctx.store.doc));
     if (ctx.json) outJson({ ok: checks.every((c) => c.ok || c.optional), checks });
     else out(formatChecks(checks).join("\n"));
     const failed = checks.filter((c) => !c.ok && !c.optional);
@@ -54,7 +60,6 @@ export const host = group("host", "host set-up", {
     args: mutateArgs,
     async run({ args }) {
       const ctx = context(args, { loadConfig: false });
-      const { DEBIAN_PACKAGES, installDepsStep, isDebianLike, readOsRelease } = await import("../host.ts");
       if (!isDebianLike(readOsRelease())) {
         throw new AivmError("host install-deps", "only Debian and Ubuntu are supported here", EXIT.FAILED, `install the equivalents of: ${DEBIAN_PACKAGES.join(" ")}`);
       }
@@ -109,9 +114,9 @@ export const completion = leaf({
     }
     const shell = args.shell as string | undefined;
     if (!shell || !["bash", "zsh", "fish"].includes(shell)) throw new UsageError("completion", `${shell ? `${shell} is not` : "name"} one of: bash, zsh, fish`);
-    const { root } = await import("./root.ts");
-    const c = await import("../completion.ts");
-    const nodes = await c.commandTree(root);
-    out(shell === "bash" ? c.bashScript(nodes) : shell === "zsh" ? c.zshScript(nodes) : c.fishScript(nodes));
+    
+    
+    const nodes = await commandTree(root);
+    out(shell === "bash" ? bashScript(nodes) : shell === "zsh" ? zshScript(nodes) : fishScript(nodes));
   },
 });

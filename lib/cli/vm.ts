@@ -1,55 +1,35 @@
-import { existsSync, readdirSync, readFileSync, rmdirSync, unlinkSync } from "node:fs";
-import { dirname } from "node:path";
-import { group, leaf } from "./command.ts";
-import { afterDashDash, context, globalArgs, readArgs, mutateArgs, vmArg, type Ctx } from "./_shared.ts";
-import { recordVm, resolveVm, updateStore, vmNames, type Vm } from "../config.ts";
+
+import { existsSync, readFileSync } from "node:fs";
+import { afterDashDash, context, globalArgs, mutateArgs, readArgs, vmArg, type Ctx } from "./_shared.ts";
+import type { Vm } from "../config/model.ts";
+import { recordVm, resolveVm, vmNames } from "../config/resolve.ts";
+import { updateStore } from "../config/store.ts";
+import { domainState } from "../libvirt/virsh.ts";
 import { AivmError, EXIT, PassThroughExit, UsageError } from "../errors.ts";
-import { acquireLock } from "../lock.ts";
-import { log, out, outJson } from "../log.ts";
+import { applyFirewall } from "../fw.ts";
+import { deleteVm, startVm, stopVm } from "../vm/power.ts";
+import { group, leaf } from "./command.ts";
+import { ensureVm, PLACEHOLDER_HOST_KEY, planDomain, realHost, seedDocuments } from "../vm/create.ts";
+import { removeSshConfig, sshArgv } from "../ssh-config.ts";
+import { vmIp, vmStatus, waitVm } from "../vm/ip.ts";
+import { out, outJson } from "../log.ts";
+import { cachedImage } from "../image.ts";
 import { chooseAccel, probeAccel } from "../accel.ts";
 import { renderDomainXml } from "../domain.ts";
-import { applyFirewall } from "../fw.ts";
-import { cachedImage } from "../image.ts";
-import { removeSshConfig, sshArgv } from "../ssh-config.ts";
-import {
-  deleteVm, domainState, ensureVm, planDomain, PLACEHOLDER_HOST_KEY, realHost, seedDocuments, startVm, stopVm,
-  vmDirProblem, vmFiles, vmIp, vmStatus, waitVm,
-} from "../vm.ts";
+import { vmFiles, withVmLock } from "../vm/files.ts";
+import { log } from "../log.ts";
+import { describePlan, planUpdate, RESTART_POLICIES } from "../vm/update-plan.ts";
+import { applyUpdate, updateFacts } from "../flows/vm-update.ts";
 
 const m = { ...mutateArgs, ...vmArg } as const;
+
 const r = { ...readArgs, ...vmArg } as const;
+
 const PARTS = ["user-data", "meta-data", "network-config"] as const;
 
 function target(args: Record<string, any>): { ctx: Ctx; vm: Vm } {
   const ctx = context(args);
   return { ctx, vm: resolveVm(ctx.store.doc, args.vm as string | undefined) };
-}
-
-/**
- * The per-VM lock around a mutating command: a second concurrent operation on the same VM fails at once.
- * Taking the lock creates vm.dir; when the command leaves it holding only the lock file, it is removed again.
- */
-async function withVmLock<T>(vm: Vm, fn: () => Promise<T>): Promise<T> {
-  const problem = vmDirProblem(vm);
-  if (problem) throw new AivmError(`vm ${vm.name}`, `refusing to touch the VM directory: ${problem}`);
-  const f = vmFiles(vm);
-  // the directories the lock file is about to create (vm.dir, and vm_root when it is new too)
-  const made: string[] = [];
-  for (let d = f.dir; !existsSync(d) && d !== dirname(d); d = dirname(d)) made.push(d);
-  const release = acquireLock(f.lock, { waitMs: 0, what: `vm ${vm.name}`, reentrant: true });
-  try {
-    return await fn();
-  } finally {
-    release();
-    if (made.length) {
-      try {
-        if (readdirSync(f.dir).every((e) => e === ".lock")) {
-          try { unlinkSync(f.lock); } catch {}
-          for (const d of made) rmdirSync(d); // innermost first; stops at the first non-empty one
-        }
-      } catch {}
-    }
-  }
 }
 
 /** A VM synthesized from [defaults] is recorded in [[vms]] once it exists. */
@@ -276,7 +256,6 @@ export default group("vm", "VM lifecycle", {
     description: "apply config drift to the VM: vCPUs and memory (restart), disk grow only, firewall ports; prints the plan first",
     args: { ...m, restart: { type: "string", description: "auto (ask, or --yes) | always | never", default: "auto", valueHint: "WHEN" } },
     async run({ args }) {
-      const { RESTART_POLICIES, applyUpdate, describePlan, planUpdate, updateFacts } = await import("../vm-update.ts");
       const policy = String(args.restart ?? "auto");
       if (!(RESTART_POLICIES as string[]).includes(policy)) throw new UsageError("vm update --restart", `${policy} is not one of: ${RESTART_POLICIES.join(", ")}`);
       const { ctx, vm } = target(args);

@@ -2,8 +2,10 @@
 //   add-network CONFIG NAME SUBNET   add one [[networks]] record through updateStore
 //   loop-save CONFIG                 save two large documents in turn, forever (the test kill -9s it)
 //   hold-lock CONFIG                 take the store lock, print "locked", sleep (the test kill -9s it)
+
+import type { StoreDoc } from "../../lib/config/model.ts";
+import { lockPath, updateStore } from "../../lib/config/store.ts";
 import { acquireLock } from "../../lib/lock.ts";
-import { lockPath, updateStore, type StoreDoc } from "../../lib/config.ts";
 
 const [mode, path, ...rest] = process.argv.slice(2);
 

@@ -1,5 +1,6 @@
 // A recording fake Backend with scripted replies, injected into the real Runner (no module mocks).
-import { Runner, type Backend, type ExecOptions, type Result, type RunnerOptions } from "../../lib/run.ts";
+
+import { type Backend, type ExecOptions, type Result, Runner, type RunnerOptions } from "../../lib/run.ts";
 
 export type Reply = Partial<Result> | ((argv: string[], opts: ExecOptions) => Partial<Result>);
 

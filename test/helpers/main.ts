@@ -1,5 +1,7 @@
 // Run the dispatcher's main() in-process (so an injected fake Runner is used) and capture what it writes.
+
 import { main } from "../../bin/aivm.ts";
+
 
 export async function runMain(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const o = process.stdout.write.bind(process.stdout);

@@ -5,8 +5,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { resolveVm } from "../../lib/config.ts";
-import { renderMetaData, renderNetworkConfig, renderUserData, seedArgv, userDataObject, type HostKey } from "../../lib/cloud-init.ts";
+import { renderUserData, HostKey, renderMetaData, renderNetworkConfig, seedArgv, userDataObject } from "../../lib/cloud-init.ts";
+import { resolveVm } from "../../lib/config/resolve.ts";
 import { macAddress } from "../../lib/domain.ts";
 
 const has = (t: string) => !!Bun.which(t);

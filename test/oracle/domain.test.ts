@@ -5,8 +5,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { resolveVm } from "../../lib/config.ts";
-import { renderDomainXml, type DomainSpec } from "../../lib/domain.ts";
+import { resolveVm } from "../../lib/config/resolve.ts";
+import { renderDomainXml, DomainSpec } from "../../lib/domain.ts";
 
 const has = (t: string) => !!Bun.which(t);
 if (!has("virt-xml-validate") && process.env.CI === "true") throw new Error("virt-xml-validate is missing (install libvirt-clients and libxml2-utils)");

@@ -3,8 +3,9 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { resolveNetwork, type StoreDoc } from "../../lib/config.ts";
+import type { StoreDoc } from "../../lib/config/model.ts";
 import { expectedTable, normalizeTable, renderRuleset, tableDrift, tableName } from "../../lib/fw.ts";
+import { resolveNetwork } from "../../lib/config/resolve.ts";
 
 const has = (t: string) => !!Bun.which(t);
 const isRoot = process.getuid?.() === 0;

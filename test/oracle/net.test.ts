@@ -3,8 +3,9 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { resolveNetwork, type StoreDoc } from "../../lib/config.ts";
+import type { StoreDoc } from "../../lib/config/model.ts";
 import { renderNetworkXml } from "../../lib/net.ts";
+import { resolveNetwork } from "../../lib/config/resolve.ts";
 
 const has = (t: string) => !!Bun.which(t);
 if (!has("virt-xml-validate") && process.env.CI === "true") throw new Error("virt-xml-validate is missing (install libvirt-clients / libxml2-utils); CI may not skip oracles");

@@ -4,7 +4,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { resolveVm } from "../../lib/config.ts";
+import { resolveVm } from "../../lib/config/resolve.ts";
 import { renderSshBlock, sshArgv, upsertBlock } from "../../lib/ssh-config.ts";
 
 const has = (t: string) => !!Bun.which(t);

@@ -1,13 +1,21 @@
 // `aivm up`: the single-job steps in order. A list of calls, not a second implementation of them.
-import { recordVm, updateStore, type StoreDoc, type Vm } from "./config.ts";
-import { ensureNetwork } from "./net.ts";
-import { applyFirewall } from "./fw.ts";
-import { ensureImage } from "./image.ts";
-import { domainState, ensureVm, startVm, waitVm, vmFiles } from "./vm.ts";
-import { upsertSshConfig } from "./ssh-config.ts";
-import { acquireLock } from "./lock.ts";
-import { log } from "./log.ts";
-import type { Runner } from "./run.ts";
+
+import type { StoreDoc, Vm } from "../config/model.ts";
+import { recordVm } from "../config/resolve.ts";
+import { updateStore } from "../config/store.ts";
+import { applyFirewall } from "../fw.ts";
+import { ensureImage } from "../image.ts";
+import { domainState } from "../libvirt/virsh.ts";
+import { acquireLock } from "../lock.ts";
+import { ensureNetwork } from "../net.ts";
+import type { Runner } from "../run.ts";
+import { upsertSshConfig } from "../ssh-config.ts";
+import { ensureVm } from "../vm/create.ts";
+import { vmFiles } from "../vm/files.ts";
+import { waitVm } from "../vm/ip.ts";
+import { startVm } from "../vm/power.ts";
+import { log } from "../log.ts";
+
 
 export interface UpReport {
   vm: string;

@@ -1,195 +1,22 @@
-// `aivm status`: one line per layer, each true, false or unknown (null) with the reason, and the next command to run.
+// `aivm status`: every layer, each true, false or unknown (null) with the reason, and the next command to run.
 // Every probe only reads. A layer whose probe cannot answer (libvirtd unreachable, no SSH, no sudo) is unknown, never false.
 import { existsSync } from "node:fs";
-import { isDefaultConfigPath, resolveVm, type Network, type StoreDoc, type Vm } from "./config.ts";
-import { accelChoice, probeAccel, type AccelProbe } from "./accel.ts";
-import { macAddress } from "./domain.ts";
-import { firewallStatus, type FwStatus } from "./fw.ts";
-import { programChecks, type Check } from "./host.ts";
-import { cachedImage, readManifest, imageFiles, sha256File } from "./image.ts";
-import { networkStatus } from "./net.ts";
-import { vmFilesystems } from "./share.ts";
-import { shellQuote, type Runner } from "./run.ts";
-import { sshArgv } from "./ssh-config.ts";
-import { cachedIp, domainState, parseDomifaddr, vmFiles, vmIp, type DomainState } from "./vm.ts";
-import { virshRead } from "./virsh.ts";
-
-export type Tri = true | false | null;
-
-/** One layer. ok: true, false, or null (unknown, with `reason`). `next`: the command that fixes a false layer. */
-export interface Layer {
-  name: LayerName;
-  ok: Tri;
-  detail: string;
-  reason?: string;
-  next?: string;
-  /** the evidence behind the verdict (shown with --detail) */
-  evidence?: string[];
-}
-
-export const LAYERS = [
-  "host-dependencies", "acceleration", "libvirtd", "network", "firewall", "image", "vm", "ip", "ssh", "cloud-init", "attachments", "drift",
-] as const;
-export type LayerName = (typeof LAYERS)[number];
-
-export const LABELS: Record<LayerName, string> = {
-  "host-dependencies": "host dependencies",
-  acceleration: "acceleration",
-  libvirtd: "libvirtd",
-  network: "network",
-  firewall: "firewall",
-  image: "base image",
-  vm: "vm",
-  ip: "ip",
-  ssh: "ssh",
-  "cloud-init": "cloud-init",
-  attachments: "attachments",
-  drift: "config drift",
-};
-
-/** The document `aivm status --json` prints (documented in README.md, "## aivm status --json"). */
-export interface StatusReport {
-  /** the VM the report is about; null when the store records none (host-level part only) */
-  vm: string | null;
-  /** the VM is recorded in [[vms]] */
-  recorded: boolean;
-  config: string;
-  /** every layer is true */
-  ok: boolean;
-  layers: Layer[];
-  /** the commands to run, in order */
-  next: string[];
-}
-
-// ---------- the live domain ----------
-
-export interface LiveDisk { device: string; file?: string; target?: string; format?: string; readonly: boolean }
-export interface LiveInterface { type: string; network?: string; bridge?: string; mac?: string }
-export interface LiveFilesystem { driver?: string; source?: string; target?: string; readonly: boolean }
-export interface LiveDomain {
-  vcpus: number | null;
-  maxVcpus: number | null;
-  memoryKib: number | null;
-  currentMemoryKib: number | null;
-  disks: LiveDisk[];
-  interfaces: LiveInterface[];
-  filesystems: LiveFilesystem[];
-}
-
-const unescape = (s: string) => s.replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&amp;/g, "&");
-
-function attr(el: string | undefined, name: string): string | undefined {
-  if (!el) return undefined;
-  const m = new RegExp(`\\s${name}=(?:'([^']*)'|"([^"]*)")`).exec(el);
-  return m ? unescape(m[1] ?? m[2]!) : undefined;
-}
-
-const firstTag = (block: string, tag: string) => new RegExp(`<${tag}\\b[^>]*>`).exec(block)?.[0];
-
-const KIB: Record<string, number> = { b: 1 / 1024, bytes: 1 / 1024, k: 1, kib: 1, kb: 1000 / 1024, m: 1024, mib: 1024, mb: 1e6 / 1024, g: 1024 ** 2, gib: 1024 ** 2, gb: 1e9 / 1024, t: 1024 ** 3, tib: 1024 ** 3 };
-
-function memKib(xml: string, tag: string): number | null {
-  const m = new RegExp(`<${tag}\\b([^>]*)>\\s*(\\d+)\\s*</${tag}>`).exec(xml);
-  if (!m) return null;
-  const unit = (attr(m[1], "unit") ?? "KiB").toLowerCase();
-  return Math.round(Number(m[2]) * (KIB[unit] ?? 1));
-}
-
-/** The facts aivm compares from `virsh dumpxml`: vCPUs, memory, disks, interfaces, filesystems. */
-export function parseDomainXml(xml: string): LiveDomain {
-  const vcpu = /<vcpu\b([^>]*)>\s*(\d+)\s*<\/vcpu>/.exec(xml);
-  const maxVcpus = vcpu ? Number(vcpu[2]) : null;
-  const current = vcpu ? attr(vcpu[1], "current") : undefined;
-  const blocks = (tag: string) => [...xml.matchAll(new RegExp(`<${tag}\\b[^>]*?(?:/>|>[\\s\\S]*?</${tag}>)`, "g"))].map((m) => m[0]);
-  return {
-    vcpus: current !== undefined ? Number(current) : maxVcpus,
-    maxVcpus,
-    memoryKib: memKib(xml, "memory"),
-    currentMemoryKib: memKib(xml, "currentMemory"),
-    disks: blocks("disk").map((b) => {
-      const src = firstTag(b, "source");
-      const format = attr(firstTag(b, "driver"), "type");
-      return { device: attr(firstTag(b, "disk"), "device") ?? "disk", file: attr(src, "file") ?? attr(src, "dev"), target: attr(firstTag(b, "target"), "dev"), ...(format ? { format } : {}), readonly: /<readonly\s*\/>/.test(b) };
-    }),
-    interfaces: blocks("interface").map((b) => {
-      const src = firstTag(b, "source");
-      return { type: attr(firstTag(b, "interface"), "type") ?? "", network: attr(src, "network"), bridge: attr(src, "bridge"), mac: attr(firstTag(b, "mac"), "address")?.toLowerCase() };
-    }),
-    filesystems: blocks("filesystem").map((b) => ({
-      driver: attr(firstTag(b, "driver"), "type"),
-      source: attr(firstTag(b, "source"), "dir"),
-      target: attr(firstTag(b, "target"), "dir"),
-      readonly: /<readonly\s*\/>/.test(b),
-    })),
-  };
-}
-
-/** The VM's main disk: target vda, else the first writable disk device. */
-export function mainDisk(d: LiveDomain): LiveDisk | undefined {
-  const disks = d.disks.filter((x) => x.device === "disk");
-  return disks.find((x) => x.target === "vda") ?? disks.find((x) => !x.readonly) ?? disks[0];
-}
-
-/** `virsh domblkinfo` -> capacity in bytes. */
-export function parseBlkCapacity(text: string): number | null {
-  const m = /^Capacity:\s*(\d+)/m.exec(text);
-  return m ? Number(m[1]) : null;
-}
-
-export const GIB = 1024 ** 3;
-
-// ---------- drift ----------
-
-export interface DriftItem {
-  what: "cpus" | "memory" | "disk" | "virtiofs" | "firewall";
-  text: string;
-  /** only in the persistent config: takes effect at the next restart */
-  pending?: boolean;
-}
-
-/**
- * Pure: what differs between the config and the domain. `live` is the running definition (null when shut off),
- * `persistent` the inactive one (what the next boot uses).
- */
-export function domainDrift(vm: Vm, o: { persistent: LiveDomain; live: LiveDomain | null; diskBytes: number | null; fw: FwStatus | null }): DriftItem[] {
-  const items: DriftItem[] = [];
-  const p = o.persistent;
-  const l = o.live ?? p;
-  const wantKib = vm.memoryMib * 1024;
-  if (p.vcpus !== null && p.vcpus !== vm.cpus) items.push({ what: "cpus", text: `vCPUs are ${p.vcpus}, config says ${vm.cpus}` });
-  else if (l.vcpus !== null && l.vcpus !== vm.cpus) items.push({ what: "cpus", text: `vCPUs ${l.vcpus} -> ${vm.cpus} take effect at the next restart`, pending: true });
-  if (p.memoryKib !== null && p.memoryKib !== wantKib) items.push({ what: "memory", text: `memory is ${mib(p.memoryKib)} MiB, config says ${vm.memoryMib} MiB` });
-  else if (l.memoryKib !== null && l.memoryKib !== wantKib) items.push({ what: "memory", text: `memory ${mib(l.memoryKib)} -> ${vm.memoryMib} MiB takes effect at the next restart`, pending: true });
-  if (o.diskBytes !== null && o.diskBytes !== vm.diskGib * GIB) {
-    items.push({ what: "disk", text: `disk is ${gib(o.diskBytes)} GiB, config says ${vm.diskGib} GiB${o.diskBytes > vm.diskGib * GIB ? " (aivm never shrinks a disk)" : ""}` });
-  }
-  for (const t of virtiofsDrift(vm, p)) items.push({ what: "virtiofs", text: t });
-  if (o.fw && o.fw.enabled && o.fw.present) {
-    const ports = o.fw.drift.filter((d) => /\bdport\b/.test(d));
-    if (ports.length) items.push({ what: "firewall", text: `firewall ports differ from allow_tcp_ports/allow_udp_ports (${ports.join("; ")})` });
-  }
-  return items;
-}
-
-const mib = (kib: number) => Math.round(kib / 1024);
-const gib = (b: number) => (Number.isInteger(b / GIB) ? String(b / GIB) : (b / GIB).toFixed(2));
-
-/** Virtiofs devices against the ones the VM should carry (share.ts: the export root, plus one per `shared` attachment). */
-export function virtiofsDrift(vm: Vm, d: LiveDomain): string[] {
-  if (vm.imported) return []; // aivm did not lay out an imported domain's devices
-  const want = vmFilesystems(vm);
-  const have = d.filesystems.filter((f) => f.driver === "virtiofs");
-  const out: string[] = [];
-  for (const w of want) {
-    if (!have.some((h) => h.source === w.source && h.target === w.tag)) out.push(`no virtiofs device ${w.tag} for ${w.source}${w.tag === want[0]!.tag ? "" : " (shared folders need a restart after share attach)"}`);
-  }
-  for (const h of have) {
-    if (!want.some((w) => h.source === w.source && h.target === w.tag)) out.push(`virtiofs device ${h.target ?? "?"} (${h.source ?? "?"}) matches no attachment`);
-  }
-  return out;
-}
-
-// ---------- probes ----------
+import { programChecks, Check } from "../host.ts";
+import { probeAccel, accelChoice, AccelProbe } from "../accel.ts";
+import { cachedImage, imageFiles, readManifest, sha256File } from "../image.ts";
+import type { Runner } from "../run.ts";
+import type { StoreDoc, Vm } from "../config/model.ts";
+import { nextCommands, Layer, type LayerName, type StatusReport, attachmentProbe, attachmentVerdicts } from "../status-report.ts";
+import { resolveVm } from "../config/resolve.ts";
+import { domainState, virshRead, type DomainState } from "../libvirt/virsh.ts";
+import { networkStatus } from "../net.ts";
+import { firewallStatus, FwStatus } from "../fw.ts";
+import { parseDomainXml, LiveDomain, mainDisk, parseBlkCapacity, parseDomifaddr } from "../libvirt/parse.ts";
+import { vmIp } from "../vm/ip.ts";
+import { cachedIp, vmFiles } from "../vm/files.ts";
+import { sshArgv } from "../ssh-config.ts";
+import { domainDrift, gib, mib } from "../drift.ts";
+import { macAddress } from "../domain.ts";
 
 export interface Probes {
   programs(): Check[];
@@ -210,7 +37,9 @@ export interface StatusOptions {
 }
 
 const msg = (e: unknown) => (e as Error).message.replace(/^[^:]+: /, "");
+
 const lastLine = (s: string) => s.trim().split("\n").filter((x) => x.trim()).pop()?.trim().replace(/^error:\s*/, "") ?? "";
+
 const RUNNING = new Set(["running", "idle", "blocked", "no state"]);
 
 /** Collect every layer. Never throws for a probe that fails: that layer becomes unknown with the reason. */
@@ -439,35 +268,6 @@ export async function cloudInitLayer(runner: Runner, vm: Vm, ip: string): Promis
   return { name: "cloud-init", ok: null, detail: "not checked", reason: `unexpected answer from cloud-init status (exit ${r.exitCode}): ${lastLine(r.stdout) || lastLine(r.stderr)}` };
 }
 
-/** The guest-side check for one attachment, as one shell line printing `<index> <verdict> <words>`. */
-export function attachmentProbe(i: number, a: Vm["attachments"][number]): string {
-  const q = shellQuote(a.guest_dst);
-  if (a.mode === "git") return `if [ -d ${q}/.git ]; then echo "${i} ok git"; else echo "${i} missing git"; fi`;
-  // findmnt prints the mount at exactly that target (not a parent's), with its options
-  return `o=$(findmnt -n -o OPTIONS --mountpoint ${q} 2>/dev/null | head -n1); if [ -z "$o" ]; then echo "${i} missing"; else echo "${i} mounted $o"; fi`;
-}
-
-/** Pure: the verdict lines of attachmentProbe -> problems, per attachment. */
-export function attachmentVerdicts(attachments: Vm["attachments"], stdout: string): { ok: boolean; text: string }[] {
-  const lines = new Map<number, string[]>();
-  for (const l of stdout.split("\n")) {
-    const w = l.trim().split(/\s+/);
-    if (w.length >= 2 && /^\d+$/.test(w[0]!)) lines.set(Number(w[0]), w.slice(1));
-  }
-  return attachments.map((a, i) => {
-    const w = lines.get(i);
-    const where = `${a.host_path} -> ${a.guest_dst} (${a.mode}, ${a.access})`;
-    if (!w) return { ok: false, text: `${where}: no answer from the guest probe` };
-    if (a.mode === "git") return w[0] === "ok" ? { ok: true, text: `${where}: guest clone present` } : { ok: false, text: `${where}: no git clone at ${a.guest_dst}` };
-    if (w[0] !== "mounted") return { ok: false, text: `${where}: not mounted` };
-    const opts = (w[1] ?? "").split(",");
-    const ro = opts.includes("ro");
-    if (a.access === "ro" && !ro) return { ok: false, text: `${where}: mounted read-write, should be read-only` };
-    if (a.access === "rw" && ro) return { ok: false, text: `${where}: mounted read-only, should be read-write` };
-    return { ok: true, text: `${where}: mounted ${ro ? "ro" : "rw"}` };
-  });
-}
-
 async function attachmentsLayer(runner: Runner, vm: Vm, ip: string): Promise<Layer> {
   const script = vm.attachments.map((a, i) => attachmentProbe(i, a)).join("; ");
   const r = await runner.read(sshArgv(vm, ip, { batch: true, connectTimeoutS: 3, command: [script] }), { nothrow: true, timeoutMs: 20_000 });
@@ -481,39 +281,4 @@ async function attachmentsLayer(runner: Runner, vm: Vm, ip: string): Promise<Lay
     ...(bad.length ? { next: `aivm share attach (again) or \`aivm vm restart\`; see \`aivm share list\`` } : {}),
     evidence: v.map((x) => x.text),
   };
-}
-
-/** The fixes of the false layers, in layer order, without repeats; what to run first when nothing is set up. */
-export function nextCommands(layers: Layer[], configPath: string, configExists: boolean): string[] {
-  const c = isDefaultConfigPath(configPath) ? "" : ` --config ${shellQuote(configPath)}`;
-  const one = (cmd: string) => (cmd.startsWith("aivm ") ? cmd.replace(/^aivm [a-z-]+(?: [a-z-]+)?/, (m) => `${m}${c}`) : cmd);
-  const withConfig = (cmd: string) => (c ? cmd.split(" && ").map(one).join(" && ") : cmd);
-  const next: string[] = [];
-  if (!configExists) next.push(`aivm config init${c}`);
-  for (const l of layers) {
-    if (l.ok !== false || !l.next) continue;
-    const cmd = withConfig(l.next);
-    if (!next.includes(cmd)) next.push(cmd);
-  }
-  return next;
-}
-
-// ---------- text ----------
-
-const VM_LAYERS = new Set<LayerName>(["ip", "ssh", "cloud-init", "attachments", "drift"]);
-
-export function formatStatus(r: StatusReport, o: { detail?: boolean } = {}): string {
-  const word = (ok: Tri) => (ok === true ? "true" : ok === false ? "false" : "unknown");
-  const width = Math.max(...r.layers.map((l) => LABELS[l.name].length));
-  const lines = [r.vm ? `VM ${r.vm}${r.recorded ? "" : " (not created yet)"}` : "no VM in the config store: host-level checks only"];
-  for (const l of r.layers) {
-    if (!r.vm && VM_LAYERS.has(l.name)) continue;
-    const text = l.ok !== null || !l.reason ? l.detail : l.detail === "unknown" ? l.reason : `${l.detail} (${l.reason})`;
-    lines.push(`${LABELS[l.name].padEnd(width)}  ${word(l.ok).padEnd(7)}  ${text}`);
-    if (o.detail) for (const e of l.evidence ?? []) lines.push(`${"".padEnd(width)}           | ${e}`);
-  }
-  if (r.next.length) lines.push("", "next:", ...r.next.map((n) => `  ${n}`));
-  else if (r.ok) lines.push("", "everything is up");
-  else lines.push("", "nothing to run: the unknown layers say why they could not be checked");
-  return lines.join("\n");
 }

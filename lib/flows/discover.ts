@@ -2,12 +2,15 @@
 // An imported record is marked `imported = true`: aivm did not create its disk, seed or host key, so it has no pinned
 // host key (status reports SSH as unknown) and aivm removes nothing of it outside vm.dir. Its libvirt network, when not
 // in the store yet, is recorded with the firewall off: aivm's isolation table is not imposed on a network it did not make.
-import { resolveVm, validateDoc, type NetworkDoc, type StoreDoc, type VmDoc } from "./config.ts";
-import { parseKeyValues, parseNetworkXml } from "./net.ts";
-import type { Runner } from "./run.ts";
-import { GIB, mainDisk, parseBlkCapacity, parseDomainXml, type LiveDisk } from "./status.ts";
-import { nameProblem } from "./validate.ts";
-import { virshRead } from "./virsh.ts";
+
+import type { NetworkDoc, StoreDoc, VmDoc } from "../config/model.ts";
+import { resolveVm } from "../config/resolve.ts";
+import { validateDoc } from "../config/validate.ts";
+import { parseKeyValues, GIB, LiveDisk, mainDisk, parseBlkCapacity, parseDhcpRange, parseDomainXml, parseNetworkXml } from "../libvirt/parse.ts";
+import { virshRead } from "../libvirt/virsh.ts";
+import type { Runner } from "../run.ts";
+import { nameProblem } from "../validate.ts";
+
 
 export interface DomainSummary {
   name: string;
@@ -35,6 +38,7 @@ export interface LiveNetwork {
 }
 
 type VmRecord = VmDoc & { name: string; network: string };
+
 type NetRecord = NetworkDoc & { name: string; firewall?: { enabled: boolean } };
 
 export interface ImportPlan {
@@ -44,13 +48,6 @@ export interface ImportPlan {
   network?: NetRecord;
   /** why it cannot be imported */
   skip?: string;
-}
-
-/** The DHCP range of a network XML (first <range>). */
-export function parseDhcpRange(xml: string): { start?: string; end?: string } {
-  const el = /<range\b[^>]*>/.exec(xml)?.[0];
-  const a = (n: string) => (el ? new RegExp(`\\b${n}=['"]([^'"]*)['"]`).exec(el)?.[1] : undefined);
-  return { start: a("start"), end: a("end") };
 }
 
 /** Domains libvirt knows that the store does not record, with their summaries. */

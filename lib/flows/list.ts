@@ -1,27 +1,17 @@
 // `aivm list`: VMs, networks and attachments from the store, with live state from libvirt when it answers.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { networkNames, resolvePaths, resolveVm, resolveNetwork, vmNames, type StoreDoc } from "./config.ts";
-import type { Runner } from "./run.ts";
-import { virshRead } from "./virsh.ts";
+import type { Runner } from "../run.ts";
+import type { StoreDoc } from "../config/model.ts";
+import { networkNames, resolveNetwork, resolvePaths, resolveVm, vmNames } from "../config/resolve.ts";
+import { virshRead } from "../libvirt/virsh.ts";
+import { parseTable } from "../libvirt/parse.ts";
 
 export interface Listing {
   libvirt: { reachable: boolean; uri: string; error?: string };
   vms: { name: string; recorded: boolean; state: string; network: string; ip: string | null; attachments: number }[];
   networks: { name: string; recorded: boolean; active: boolean | null; bridge: string; subnet: string; vms: string[] }[];
   attachments: { host_path: string; vm: string; mode: string; access: string; guest_dst: string }[];
-}
-
-/** `virsh list --all` / `net-list --all` table rows -> name -> state */
-export function parseTable(text: string, nameCol: number, stateCols: [number, number?]): Map<string, string> {
-  const m = new Map<string, string>();
-  for (const line of text.split("\n")) {
-    const cols = line.trim().split(/\s+/);
-    if (cols.length <= nameCol || !line.trim()) continue;
-    const [a, b] = stateCols;
-    m.set(cols[nameCol]!, cols.slice(a, b).join(" "));
-  }
-  return m;
 }
 
 export async function listAll(runner: Runner, doc: StoreDoc): Promise<Listing> {

@@ -7,16 +7,20 @@ import { existsSync } from "node:fs";
 import { connect } from "node:net";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { loadStore, recordVm, resolveVm, updateStore, type AttachmentDoc, type StoreDoc, type Vm } from "./config.ts";
-import { AivmError, EXIT } from "./errors.ts";
-import { log } from "./log.ts";
-import type { Runner } from "./run.ts";
-import {
-  approveSensitive, attachFolder, containingAttachment, guestMount, hostBindPlan, hostDir, overlapping,
-  planAttachment, readMounts, restoreHostBinds, withAttachment,
-} from "./share.ts";
-import { knownHostsLine } from "./ssh-config.ts";
-import { cachedIp, vmFiles } from "./vm.ts";
+import type { Runner } from "../run.ts";
+import type { AttachmentDoc, StoreDoc, Vm } from "../config/model.ts";
+import { cachedIp, vmFiles } from "../vm/files.ts";
+import { hostBindPlan, readMounts, restoreHostBinds } from "../share/host-mounts.ts";
+import { containingAttachment, hostDir, overlapping, planAttachment, withAttachment } from "../share/input.ts";
+import { approveSensitive } from "../share/preflight.ts";
+import { recordVm, resolveVm } from "../config/resolve.ts";
+import { AivmError, EXIT } from "../errors.ts";
+import { loadStore, updateStore } from "../config/store.ts";
+import { attachFolder } from "./attach.ts";
+import { guestMount } from "../share/guest.ts";
+import { knownHostsLine } from "../ssh-config.ts";
+import { log } from "../log.ts";
+import { logUp, up } from "./up.ts";
 
 export interface SessionCtx {
   runner: Runner;
@@ -98,7 +102,6 @@ export async function prepareSession(ctx: SessionCtx, o: { dir: string; vmName?:
     if (!runner.dryRun) doc = store.doc;
     vm = runner.dryRun ? { ...vm, attachments: [...vm.attachments, att] } : resolveVm(doc, vm.name);
   }
-  const { up, logUp } = await import("./up.ts");
   const report = await up(runner, ctx.configPath, doc, vm);
   if (report.changed) logUp(report);
   if (runner.dryRun) return { vm, att, ip: report.ip ?? "0.0.0.0", warm: false, cwd: cwd ?? att.guest_dst };

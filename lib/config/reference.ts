@@ -1,5 +1,7 @@
-// The README's config reference, generated from the schema so the two cannot drift (test/readme.test.ts checks).
-import { ATTACHMENT_KEYS, BUILTIN, FIREWALL_KEYS, IMAGE_KEYS, NETWORK_KEYS, PATHS_KEYS, VM_KEYS } from "./config.ts";
+// The README's config reference, generated from the model (a test keeps README.md equal to it).
+
+import { ATTACHMENT_KEYS, BUILTIN, FIREWALL_KEYS, IMAGE_KEYS, NETWORK_KEYS, PATHS_KEYS, VM_KEYS } from "./model.ts";
+
 
 const DEFAULTS: Record<string, Record<string, unknown>> = {
   vm: { name: "aivm-<hostname>", ...BUILTIN.vm },

@@ -1,0 +1,128 @@
+// From the store document to what planners consume: a VM, its network and paths, with the defaults applied.
+import { join } from "node:path";
+import { type AttachmentDoc, BUILTIN, builtinPaths, defaultBridge, defaultVmName, type ImageDoc, Network, type NetworkDoc, type Paths, type StoreDoc, type Vm, type VmDoc } from "./model.ts";
+import { ConfigError, UsageError } from "../errors.ts";
+import { cidrContains, intToIpv4, ipv4ToInt, parseCidr } from "../validate.ts";
+import { expandHome } from "../fsutil.ts";
+
+export function resolveNetwork(doc: StoreDoc, name?: string): Network {
+  const defs = doc.defaults?.network ?? {};
+  const wanted = name ?? defs.name ?? BUILTIN.network.name;
+  const rec = (doc.networks ?? []).find((n) => n.name === wanted);
+  if (!rec && name && name !== (defs.name ?? BUILTIN.network.name)) {
+    throw new UsageError("unknown network", `${name} is not in the config store`, "see `aivm net list`");
+  }
+  const n: NetworkDoc = { ...(rec ? {} : defs), ...(rec ?? {}), name: wanted };
+  const fw = { ...BUILTIN.firewall, ...(doc.defaults?.firewall ?? {}), ...(rec?.firewall ?? {}) };
+  const subnet = n.subnet ?? defs.subnet ?? BUILTIN.network.subnet;
+  const c = parseCidr(subnet);
+  if (!c) throw new ConfigError(`network ${wanted}: subnet ${subnet} is not a CIDR`);
+  if (c.prefix < 8 || c.prefix > 29) throw new ConfigError(`network ${wanted}: subnet ${subnet} must be between /8 and /29`);
+  const last = c.network + c.size - 2;
+  const gateway = n.gateway ?? intToIpv4(c.network + 1);
+  const dhcpStart = n.dhcp_start ?? intToIpv4(c.size >= 256 ? c.network + 100 : c.network + 2);
+  const dhcpEnd = n.dhcp_end ?? intToIpv4(c.size >= 256 ? Math.min(c.network + 200, last) : last);
+  for (const [k, ip] of [["gateway", gateway], ["dhcp_start", dhcpStart], ["dhcp_end", dhcpEnd]] as const) {
+    const v = ipv4ToInt(ip);
+    if (v === undefined || !cidrContains(c, v) || v === c.network || v === c.network + c.size - 1) {
+      throw new ConfigError(`network ${wanted}: ${k} ${ip} is not a host address in ${subnet}`);
+    }
+  }
+  if (ipv4ToInt(dhcpStart)! > ipv4ToInt(dhcpEnd)!) throw new ConfigError(`network ${wanted}: dhcp_start ${dhcpStart} is after dhcp_end ${dhcpEnd}`);
+  const g = ipv4ToInt(gateway)!;
+  if (g >= ipv4ToInt(dhcpStart)! && g <= ipv4ToInt(dhcpEnd)!) throw new ConfigError(`network ${wanted}: gateway ${gateway} lies inside the DHCP range`);
+  const mask = (0xffffffff << (32 - c.prefix)) >>> 0;
+  return {
+    name: wanted,
+    bridge: n.bridge ?? defaultBridge(wanted),
+    subnet,
+    prefix: c.prefix,
+    netmask: intToIpv4(mask),
+    gateway,
+    dhcpStart,
+    dhcpEnd,
+    firewall: {
+      enabled: fw.enabled,
+      allowTcp: [...new Set(fw.allow_tcp_ports)].sort((a, b) => a - b),
+      allowUdp: [...new Set(fw.allow_udp_ports)].sort((a, b) => a - b),
+      blockCidrs: [...new Set([...fw.block_cidrs, ...fw.extra_block_cidrs])],
+    },
+  };
+}
+
+export function resolvePaths(doc: StoreDoc): Paths {
+  const p = { ...builtinPaths(), ...(doc.defaults?.paths ?? {}) };
+  const identity = expandHome(p.ssh_identity);
+  return {
+    vmRoot: expandHome(p.vm_root),
+    imageCache: expandHome(p.image_cache),
+    sshIdentity: identity,
+    sshPubkey: identity + ".pub",
+    libvirtUri: p.libvirt_uri,
+  };
+}
+
+/** The names of the VMs: recorded ones, or the one [defaults] would create. */
+export function vmNames(doc: StoreDoc): string[] {
+  const rec = (doc.vms ?? []).map((v) => v.name);
+  return rec.length ? rec : [doc.defaults?.vm?.name ?? defaultVmName()];
+}
+
+/**
+ * Resolve one VM: --vm NAME, else the only recorded VM, else the VM [defaults] would create.
+ * A name that is neither recorded nor the defaults' name is an error (exit 2).
+ */
+export function resolveVm(doc: StoreDoc, name?: string): Vm {
+  const vms = doc.vms ?? [];
+  let rec = name ? vms.find((v) => v.name === name) : vms.length === 1 ? vms[0] : undefined;
+  const defName = doc.defaults?.vm?.name ?? defaultVmName();
+  if (!rec && !name && vms.length > 1) {
+    throw new UsageError("which VM?", `the config store has ${vms.length} VMs (${vms.map((v) => v.name).join(", ")})`, "pass --vm NAME");
+  }
+  if (!rec && name && name !== defName && vms.length > 0) {
+    throw new UsageError("unknown VM", `${name} is not in the config store`, "see `aivm list`");
+  }
+  if (!rec && name && name !== defName) {
+    // no VMs recorded: any valid name creates a VM from [defaults]
+  }
+  const d = { ...BUILTIN.vm, ...(doc.defaults?.vm ?? {}) };
+  const r: Partial<VmDoc & { network: string; image: ImageDoc; attachments: AttachmentDoc[] }> = rec ?? {};
+  const vmName = rec?.name ?? name ?? defName;
+  const paths = resolvePaths(doc);
+  const image = { ...BUILTIN.image, ...(doc.defaults?.image ?? {}), ...(r.image ?? {}) };
+  return {
+    name: vmName,
+    user: r.user ?? d.user,
+    cpus: r.cpus ?? d.cpus,
+    memoryMib: r.memory_mib ?? d.memory_mib,
+    diskGib: r.disk_gib ?? d.disk_gib,
+    accel: r.accel ?? d.accel,
+    shutdownTimeoutS: r.shutdown_timeout_s ?? d.shutdown_timeout_s,
+    waitTimeoutS: r.wait_timeout_s ?? d.wait_timeout_s,
+    image,
+    network: resolveNetwork(doc, r.network ?? doc.defaults?.network?.name),
+    paths,
+    attachments: r.attachments ?? [],
+    dir: join(paths.vmRoot, vmName),
+    recorded: !!rec,
+    ...(rec?.imported ? { imported: true } : {}),
+  };
+}
+
+/** Record a VM (and its network) in the store document if it is not there yet. Returns the new doc. */
+export function recordVm(doc: StoreDoc, vm: Vm): StoreDoc {
+  const next = structuredClone(doc);
+  next.networks ??= [];
+  if (!next.networks.some((n) => n.name === vm.network.name)) {
+    const defs = doc.defaults?.network ?? {};
+    next.networks.push({ ...defs, name: vm.network.name, bridge: vm.network.bridge, subnet: vm.network.subnet });
+  }
+  next.vms ??= [];
+  if (!next.vms.some((v) => v.name === vm.name)) next.vms.push({ name: vm.name, network: vm.network.name });
+  return next;
+}
+
+export function networkNames(doc: StoreDoc): string[] {
+  const rec = (doc.networks ?? []).map((n) => n.name);
+  return rec.length ? rec : [doc.defaults?.network?.name ?? BUILTIN.network.name];
+}

@@ -1,0 +1,116 @@
+// `aivm vm update`: read the facts, apply the plan through the Runner, restart by policy, grow the guest filesystem.
+
+import type { Vm } from "../config/model.ts";
+import { AivmError, EXIT, UsageError } from "../errors.ts";
+import { applyFirewall, firewallStatus, FwStatus } from "../fw.ts";
+import { mainDisk, parseBlkCapacity, parseDomainXml, type LiveDomain } from "../libvirt/parse.ts";
+import { domainState, virshArgv, virshRead } from "../libvirt/virsh.ts";
+import type { Runner } from "../run.ts";
+import { ACTIVE, type RestartPolicy, type UpdateChange, UpdateFacts, type UpdatePlan } from "../vm/update-plan.ts";
+import { stopVm, Clock, startVm } from "../vm/power.ts";
+import { vmIp } from "../vm/ip.ts";
+import { sshArgv } from "../ssh-config.ts";
+import { log } from "../log.ts";
+
+
+/** Read what the planner needs: state, both definitions, disk capacity, firewall. */
+export async function updateFacts(runner: Runner, vm: Vm): Promise<UpdateFacts> {
+  const uri = vm.paths.libvirtUri;
+  const state = await domainState(runner, uri, vm.name);
+  if (state === "absent") throw new AivmError(`vm update ${vm.name}`, "not created: run aivm vm create", EXIT.FAILED);
+  const px = await virshRead(runner, uri, ["dumpxml", "--inactive", vm.name]);
+  if (px.exitCode !== 0) throw new AivmError(`virsh dumpxml ${vm.name}`, px.stderr.trim().split("\n").pop() || `exited ${px.exitCode}`);
+  const persistent = parseDomainXml(px.stdout);
+  let live: LiveDomain | null = null;
+  if (ACTIVE.has(state)) {
+    const lx = await virshRead(runner, uri, ["dumpxml", vm.name]);
+    if (lx.exitCode === 0) live = parseDomainXml(lx.stdout);
+  }
+  const disk = mainDisk(live ?? persistent);
+  let diskBytes: number | null = null;
+  if (disk?.target) {
+    const r = await virshRead(runner, uri, ["domblkinfo", vm.name, disk.target]);
+    if (r.exitCode === 0) diskBytes = parseBlkCapacity(r.stdout);
+  }
+  let fw: FwStatus | null = null;
+  try {
+    fw = await firewallStatus(runner, vm.network);
+  } catch (e) {
+    log.warn(`firewall state unknown (${(e as Error).message}); not re-applied`);
+  }
+  return { state, persistent, live, diskBytes, fw };
+}
+
+export interface UpdateResult {
+  applied: UpdateChange["what"][];
+  restarted: boolean;
+  /** a restart is still needed for the changes to reach the guest */
+  restartPending: boolean;
+  /** the guest's root filesystem was grown online */
+  fsGrown?: boolean;
+}
+
+/**
+ * Apply a plan: refusals first (exit 2, nothing changed), then the libvirt/qemu-img changes as one consent step, the
+ * firewall, and the restart by policy: auto asks (or --yes), always restarts, never leaves it pending and says so.
+ */
+export async function applyUpdate(runner: Runner, vm: Vm, plan: UpdatePlan, o: { restart: RestartPolicy; clock?: Clock }): Promise<UpdateResult> {
+  if (plan.refusals.length) throw new UsageError(`vm update ${vm.name}`, plan.refusals.join("; "));
+  const result: UpdateResult = { applied: [], restarted: false, restartPending: false };
+  const domainChanges = plan.changes.filter((c) => c.actions.length);
+  if (domainChanges.length) {
+    await runner.step({
+      title: `Update VM ${vm.name}: ${domainChanges.map((c) => `${c.what} ${c.from} -> ${c.to}`).join(", ")}`,
+      why: domainChanges.some((c) => c.restart) ? "bring the domain to the config (vCPUs and memory take effect at the next start)" : "bring the domain to the config",
+      consent: true,
+      actions: domainChanges.flatMap((c) => c.actions),
+    });
+    result.applied.push(...domainChanges.map((c) => c.what));
+  }
+  if (plan.changes.some((c) => c.what === "firewall")) {
+    await applyFirewall(runner, vm.network);
+    result.applied.push("firewall");
+  }
+  const grewLive = domainChanges.some((c) => c.what === "disk") && ACTIVE.has(plan.state);
+  if (plan.restartNeeded) {
+    let restart = o.restart === "always";
+    if (o.restart === "auto" && !runner.dryRun) {
+      restart = await runner.confirm(`vm update ${vm.name}`, `Restart ${vm.name} now so the changes take effect (ACPI shutdown, then start)?`).catch((e) => {
+        log.warn(`${(e as Error).message}`);
+        return false;
+      });
+    }
+    if (o.restart === "auto" && runner.dryRun) restart = runner.yes;
+    if (restart && runner.dryRun) {
+      await runner.exec(virshArgv(vm.paths.libvirtUri, "shutdown", vm.name, "--mode", "acpi"));
+      await runner.exec(virshArgv(vm.paths.libvirtUri, "start", vm.name));
+      result.restarted = true;
+    } else if (restart) {
+      await stopVm(runner, vm, { clock: o.clock });
+      await startVm(runner, vm, { clock: o.clock });
+      result.restarted = true;
+    } else {
+      result.restartPending = true;
+    }
+  }
+  if (grewLive && !result.restarted && !runner.dryRun) result.fsGrown = await growGuestFs(runner, vm);
+  return result;
+}
+
+/** The guest command that grows an ext4 root filesystem lying on the whole /dev/vda (a partitioned disk is left to cloud-init's growpart at the next boot). */
+export const GROW_FS = `src=$(findmnt -n -o SOURCE /); fs=$(findmnt -n -o FSTYPE /); if [ "$src" = /dev/vda ] && [ "$fs" = ext4 ]; then sudo -n resize2fs /dev/vda >/dev/null 2>&1 && echo grown || echo failed; else echo "skip $src $fs"; fi`;
+
+/** Best effort, after a live blockresize: grow the root filesystem over SSH. Never fails the update. */
+export async function growGuestFs(runner: Runner, vm: Vm): Promise<boolean> {
+  try {
+    const ip = await vmIp(runner, vm);
+    if (!ip) return false;
+    const r = await runner.read(sshArgv(vm, ip, { batch: true, connectTimeoutS: 5, command: [GROW_FS] }), { nothrow: true, timeoutMs: 60_000 });
+    const word = r.stdout.trim();
+    if (word === "grown") return true;
+    log.info(word.startsWith("skip") ? `the guest's root is not ext4 on the whole /dev/vda (${word.slice(5)}): cloud-init grows it at the next boot` : `could not grow the guest filesystem online (${word || r.stderr.trim().split("\n").pop()}); cloud-init grows it at the next boot`);
+  } catch (e) {
+    log.info(`could not grow the guest filesystem online: ${(e as Error).message}`);
+  }
+  return false;
+}

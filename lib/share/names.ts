@@ -1,0 +1,66 @@
+// Names and places of shared folders: the export root, per-folder tokens and virtiofs tags, path helpers.
+import { createHash } from "node:crypto";
+import { realpathSync } from "node:fs";
+import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
+import type { Vm } from "../config/model.ts";
+import type { DomainSpec } from "../domain.ts";
+
+/** The one virtiofs tag every VM has: its export root. */
+export const ROOT_TAG = "aivm-root";
+
+/** Where the guest mounts the root tag. */
+export const GUEST_ROOT = "/mnt/aivm-root";
+
+/** The VM's export root: the source of the aivm-root device; attached folders are bind-mounted under it. */
+export function exportRoot(vm: Vm): string {
+  return join(vm.dir, "export");
+}
+
+/** Where a read-only bind is made and remounted ro before it is bound into the export (see hostBindPlan). */
+export function stageRoot(vm: Vm): string {
+  return join(vm.dir, "stage");
+}
+
+/** A stable, filesystem-safe name for a host folder: sanitized basename + 10 hex of sha256(resolved path). */
+export function shareToken(hostPath: string): string {
+  const base = basename(hostPath).normalize("NFKD").replace(/[^A-Za-z0-9_.-]+/g, "_").replace(/^[._-]+|_+$/g, "").slice(0, 24);
+  const hash = createHash("sha256").update(hostPath).digest("hex").slice(0, 10);
+  return `${base || "root"}-${hash}`;
+}
+
+/** The virtiofs tag of a `shared` (per-folder) device: at most 36 characters. */
+export function sharedTag(hostPath: string): string {
+  const hash = createHash("sha256").update(hostPath).digest("hex").slice(0, 10);
+  const base = shareToken(hostPath).slice(0, -11).slice(0, 36 - 6 - 11);
+  return `aivm-${base ? base + "-" : ""}${hash}`;
+}
+
+/** The virtiofs devices a VM's domain carries: the export root, plus one per `shared` attachment. */
+export function vmFilesystems(vm: Vm): DomainSpec["filesystems"] {
+  return [
+    { source: exportRoot(vm), tag: ROOT_TAG, readonly: false },
+    ...vm.attachments.filter((a) => a.mode === "shared").map((a) => ({ source: a.host_path, tag: sharedTag(a.host_path), readonly: false })),
+  ];
+}
+
+export function safe<T>(f: () => T): T | undefined {
+  try {
+    return f();
+  } catch {
+    return undefined;
+  }
+}
+
+/** realpath of the deepest existing ancestor, plus the rest: a missing ~/.gnupg under a symlinked home still resolves. */
+export const real = (p: string): string => {
+  const abs = resolve(p);
+  const r = safe(() => realpathSync(abs));
+  if (r) return r;
+  const parent = dirname(abs);
+  return parent === abs ? abs : join(real(parent), basename(abs));
+};
+
+export const within = (child: string, parent: string) => {
+  const r = relative(parent, child);
+  return r === "" || (!r.startsWith("..") && !isAbsolute(r));
+};

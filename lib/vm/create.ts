@@ -1,0 +1,214 @@
+// Create a VM: plan its domain, overlay disk, pinned host key and NoCloud seed, define it (with rollback).
+import { createHash } from "node:crypto";
+import { existsSync, statSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
+import { probeAccel, AccelProbe, chooseAccel } from "../accel.ts";
+import type { Vm } from "../config/model.ts";
+import { cachedImage, CachedImage, imageFiles } from "../image.ts";
+import { renderDomainXml, DomainSpec } from "../domain.ts";
+import { checkVmDir, isFreshDir, readKey, requiredFiles, vmFiles } from "./files.ts";
+import { exportRoot, vmFilesystems } from "../share/names.ts";
+import { renderUserData, HostKey, renderMetaData, renderNetworkConfig, seedArgv } from "../cloud-init.ts";
+import type { Runner } from "../run.ts";
+import { domainUuid, virshArgv, virshRead } from "../libvirt/virsh.ts";
+import { AivmError, EXIT } from "../errors.ts";
+import { knownHostsLine } from "../ssh-config.ts";
+import { guestIds } from "../share/guest.ts";
+import { log } from "../log.ts";
+
+export interface VmHost {
+  probe(): AccelProbe;
+  exists(path: string): boolean;
+  /** the first ancestor directory of path that others cannot traverse (libvirt-qemu must), or null */
+  untraversable(path: string): string | null;
+}
+
+function firstUntraversable(path: string): string | null {
+  let d = dirname(resolve(path));
+  for (;;) {
+    try {
+      if ((statSync(d).mode & 0o001) === 0) return d;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") return null; // not there yet: its parents decide
+    }
+    if (d === "/") return null;
+    d = dirname(d);
+  }
+}
+
+export const realHost: VmHost = { probe: () => probeAccel(), exists: existsSync, untraversable: firstUntraversable };
+
+export const OVMF_CANDIDATES = [
+  { loader: "/usr/share/OVMF/OVMF_CODE_4M.fd", varsTemplate: "/usr/share/OVMF/OVMF_VARS_4M.fd" },
+  { loader: "/usr/share/OVMF/OVMF_CODE.fd", varsTemplate: "/usr/share/OVMF/OVMF_VARS.fd" },
+];
+
+export const VIRTIOFSD = "/usr/lib/qemu/virtiofsd";
+
+export const DEFAULT_CMDLINE = "root=/dev/vda rw console=ttyS0";
+
+/** Pure: the domain for a VM. UEFI when OVMF exists and the image has no kernel; direct kernel boot when it has one. */
+export function planDomain(
+  vm: Vm,
+  o: { type: "kvm" | "qemu"; image: CachedImage | null; uuid?: string; exists: (p: string) => boolean; filesystems?: DomainSpec["filesystems"] },
+): DomainSpec {
+  const f = vmFiles(vm);
+  const kernel = o.image?.kernel && o.image.initrd ? { kernel: o.image.kernel, initrd: o.image.initrd, cmdline: o.image.cmdline ?? DEFAULT_CMDLINE } : undefined;
+  const ovmf = kernel ? undefined : OVMF_CANDIDATES.find((c) => o.exists(c.loader) && o.exists(c.varsTemplate));
+  return {
+    vm,
+    type: o.type,
+    ...(o.uuid ? { uuid: o.uuid } : {}),
+    disk: f.disk,
+    diskFormat: "qcow2",
+    seed: f.seed,
+    consoleLog: f.consoleLog,
+    ...(ovmf ? { firmware: { ...ovmf, nvram: f.nvram } } : {}),
+    ...(kernel ? { kernel } : {}),
+    filesystems: o.filesystems ?? vmFilesystems(vm),
+    ...(o.exists(VIRTIOFSD) ? { virtiofsd: VIRTIOFSD } : {}),
+  };
+}
+
+/** The overlay: a qcow2 whose backing file is the cached base image (no copy, so its cost does not grow with the base). */
+export function overlayArgv(base: { path: string; format: string }, disk: string, diskGib: number): string[] {
+  return ["qemu-img", "create", "-q", "-f", "qcow2", "-F", base.format, "-b", base.path, disk, `${diskGib}G`];
+}
+
+export function hostKeyArgv(vmName: string, keyPath: string): string[] {
+  return ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", vmName, "-f", keyPath];
+}
+
+/** Changes with the host key, so a regenerated key makes cloud-init apply the new keys on an existing disk. */
+export function instanceId(vmName: string, hostPublicKey: string): string {
+  return `${vmName}-${createHash("sha256").update(hostPublicKey.trim()).digest("hex").slice(0, 12)}`;
+}
+
+/** Shown instead of a host key that `vm create` has not generated yet (dry run, previews). */
+export const PLACEHOLDER_HOST_KEY: HostKey = {
+  privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nPLACEHOLDER/generated/by/aivm/vm/create\n-----END OPENSSH PRIVATE KEY-----\n",
+  publicKey: "ssh-ed25519 PLACEHOLDER/generated/by/aivm/vm/create placeholder",
+};
+
+/** The cloud-init documents for a VM, from its host key. */
+export function seedDocuments(vm: Vm, o: { authorizedKey: string; hostKey: HostKey; uid?: number; gid?: number }): { "user-data": string; "meta-data": string; "network-config": string } {
+  return {
+    // uid/gid: the guest user owns files as the host user does (lib/share.ts guestIds), so shared folders stay theirs
+    "user-data": renderUserData(vm, { authorizedKey: o.authorizedKey.trim(), hostKey: o.hostKey, uid: o.uid, gid: o.gid }),
+    "meta-data": renderMetaData(vm, instanceId(vm.name, o.hostKey.publicKey)),
+    "network-config": renderNetworkConfig(vm),
+  };
+}
+
+/**
+ * Create the VM: directory, overlay disk, host keys, known_hosts, seed, domain definition. An existing domain with an
+ * intact directory is left alone. A stale half (domain without directory, or directory without domain) is rebuilt:
+ * missing files are recreated and the domain is (re)defined with its existing UUID. On failure everything this call
+ * created is removed again.
+ */
+export async function ensureVm(runner: Runner, vm: Vm, host: VmHost = realHost): Promise<"created" | "unchanged"> {
+  checkVmDir(vm);
+  const f = vmFiles(vm);
+  const uri = vm.paths.libvirtUri;
+  const uuid = await domainUuid(runner, uri, vm.name);
+  if (vm.imported) {
+    // aivm did not create this domain's disk, seed or host key: never rebuild or redefine it
+    if (uuid) return "unchanged";
+    throw new AivmError(`vm create ${vm.name}`, "it was imported by `aivm config discover` and its libvirt domain is gone; aivm cannot recreate a VM it did not create", EXIT.FAILED, "remove its [[vms]] record, or define the domain again yourself");
+  }
+  const missing = requiredFiles(f).filter((p) => !host.exists(p));
+  if (uuid && missing.length === 0) return "unchanged";
+
+  // Preconditions first: nothing is created when one fails.
+  const authorizedKey = readKey(vm.paths.sshPubkey);
+  if (authorizedKey === null && !runner.dryRun) {
+    throw new AivmError(`vm create ${vm.name}`, `no SSH public key at ${vm.paths.sshPubkey}`, EXIT.FAILED, `create one with \`ssh-keygen -t ed25519 -N "" -f ${vm.paths.sshIdentity}\` or set [defaults.paths] ssh_identity`);
+  }
+  let image = cachedImage(vm.paths, vm.image.sha256);
+  if (!image) {
+    if (!runner.dryRun) throw new AivmError(`vm create ${vm.name}`, `image not cached: run aivm image fetch (sha256 ${vm.image.sha256.slice(0, 12)}...)`, EXIT.FAILED);
+    image = { sha256: vm.image.sha256, path: imageFiles(vm.paths.imageCache, vm.image.sha256).img, format: "qcow2" };
+    log.info(`dry run: image ${vm.image.sha256.slice(0, 12)} is not cached yet; assuming ${image.path} (qcow2)`);
+  }
+  const type = chooseAccel(vm.accel, host.probe());
+  if (uuid) log.warn(`domain ${vm.name} exists but its directory is incomplete (missing ${missing.map((p) => relative(f.dir, p)).join(", ")}): rebuilding and redefining it`);
+  else if (!isFreshDir(host, f)) log.warn(`${f.dir} exists but libvirt has no domain ${vm.name}: reusing the files there and defining it`);
+  if (uri === "qemu:///system") {
+    const seen = new Set<string>();
+    for (const p of [f.disk, image.path]) {
+      const blocked = host.untraversable(p);
+      if (blocked && !seen.has(blocked)) {
+        seen.add(blocked);
+        log.warn(`${blocked} is not searchable by other users: libvirt's qemu user may not reach ${p} (chmod o+x ${blocked})`);
+      }
+    }
+  }
+
+  const freshDir = isFreshDir(host, f);
+  const created: string[] = [];
+  try {
+    await runner.exec(["install", "-d", "-m", "0755", f.dir], { what: `create ${f.dir}` });
+    // the export root of the aivm-root virtiofs device (lib/share.ts): it must exist before the domain starts
+    if (!host.exists(exportRoot(vm))) await runner.exec(["install", "-d", "-m", "0755", exportRoot(vm)], { what: `create ${exportRoot(vm)}` });
+    if (!host.exists(f.disk)) {
+      created.push(f.disk);
+      await runner.exec(overlayArgv(image, f.disk, vm.diskGib), { what: "create the overlay disk" });
+    }
+    // host key: generate when the private key is missing; recover a lost public half from the private key
+    if (!host.exists(f.hostKey)) {
+      created.push(f.hostKey, f.hostKeyPub);
+      if (host.exists(f.hostKeyPub)) await runner.remove(f.hostKeyPub);
+      await runner.exec(hostKeyArgv(vm.name, f.hostKey), { what: "generate the guest's SSH host key" });
+    } else if (!host.exists(f.hostKeyPub)) {
+      const r = await runner.read(["ssh-keygen", "-y", "-f", f.hostKey], { what: "read the guest's SSH host key" });
+      created.push(f.hostKeyPub);
+      await runner.writeFile(f.hostKeyPub, r.stdout.trim() + ` ${vm.name}\n`, 0o644);
+    }
+    const privateKey = readKey(f.hostKey);
+    const publicKey = readKey(f.hostKeyPub);
+    const hostKey: HostKey = privateKey && publicKey ? { privateKey, publicKey: publicKey.trim() } : PLACEHOLDER_HOST_KEY;
+    if (hostKey === PLACEHOLDER_HOST_KEY && !runner.dryRun) throw new AivmError(`vm create ${vm.name}`, `ssh-keygen did not produce ${f.hostKey}`);
+
+    if (!host.exists(f.knownHosts)) created.push(f.knownHosts);
+    await runner.writeFile(f.knownHosts, ensureNl(knownHostsLine(vm, hostKey.publicKey)), 0o644);
+
+    if (!host.exists(f.seedDir)) created.push(f.seedDir);
+    if (!host.exists(f.seed)) created.push(f.seed);
+    const docs = seedDocuments(vm, { authorizedKey: authorizedKey ?? "ssh-ed25519 PLACEHOLDER-your-key", hostKey, ...guestIds(vm) });
+    for (const [name, text] of Object.entries(docs)) await runner.writeFile(join(f.seedDir, name), text, 0o600);
+    await runner.exec(seedArgv(f.seedDir, f.seed), { what: "build the cloud-init seed" });
+    // the disk and the seed (which carries the private host key) are for root and libvirt's qemu user only
+    await runner.exec(["chmod", "0600", f.disk, f.seed], { what: "restrict the VM's disk and seed" });
+
+    const xml = renderDomainXml(planDomain(vm, { type, image, uuid: uuid ?? undefined, exists: host.exists }));
+    await runner.step({
+      title: uuid ? `Redefine VM ${vm.name}` : `Define VM ${vm.name}`,
+      why: uuid ? `libvirt domain ${vm.name} (UUID ${uuid}) lost its files; redefine it over the rebuilt ones` : `libvirt domain for ${vm.name} (${vm.cpus} CPUs, ${vm.memoryMib} MiB, ${type === "kvm" ? "KVM" : "TCG"})`,
+      consent: true,
+      actions: [{ kind: "run", argv: virshArgv(uri, "define", "/dev/stdin"), input: xml }],
+    });
+  } catch (e) {
+    if (!runner.dryRun) await rollbackCreate(runner, vm, { hadDomain: !!uuid, freshDir, created });
+    throw e;
+  }
+  return "created";
+}
+
+function ensureNl(s: string): string {
+  return s.endsWith("\n") ? s : s + "\n";
+}
+
+async function rollbackCreate(runner: Runner, vm: Vm, o: { hadDomain: boolean; freshDir: boolean; created: string[] }): Promise<void> {
+  const f = vmFiles(vm);
+  try {
+    if (!o.hadDomain && (await domainUuid(runner, vm.paths.libvirtUri, vm.name))) {
+      await virshRead(runner, vm.paths.libvirtUri, ["undefine", vm.name, "--nvram"]);
+    }
+  } catch {}
+  try {
+    if (o.freshDir) await runner.remove(f.dir);
+    else for (const p of o.created.reverse()) await runner.remove(p);
+  } catch (e) {
+    log.warn(`could not clean up after the failed create: ${(e as Error).message}`);
+  }
+}

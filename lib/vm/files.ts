@@ -1,0 +1,106 @@
+// The per-VM directory: every file aivm keeps for one VM, the checks before touching it, the one per-VM lock.
+import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
+import { dirname, isAbsolute, join, relative, resolve } from "node:path";
+import { rmdirSync, unlinkSync } from "node:fs";
+import type { Vm } from "../config/model.ts";
+import { AivmError, EXIT } from "../errors.ts";
+import { acquireLock } from "../lock.ts";
+
+export interface VmFiles {
+  dir: string; disk: string; seed: string; seedDir: string; hostKey: string; hostKeyPub: string;
+  knownHosts: string; consoleLog: string; nvram: string; ipCache: string; lock: string;
+}
+
+/** Everything aivm keeps for one VM lives under vm.dir. */
+export function vmFiles(vm: Vm): VmFiles {
+  const d = vm.dir;
+  return {
+    dir: d,
+    disk: join(d, "disk.qcow2"),
+    seed: join(d, "seed.img"),
+    seedDir: join(d, "seed"),
+    hostKey: join(d, "ssh_host_ed25519_key"),
+    hostKeyPub: join(d, "ssh_host_ed25519_key.pub"),
+    knownHosts: join(d, "known_hosts"),
+    consoleLog: join(d, "console.log"),
+    nvram: join(d, "nvram.fd"),
+    ipCache: join(d, "ip"),
+    lock: join(d, ".lock"),
+  };
+}
+
+/** The files a created VM cannot do without (the console log, nvram and ip cache appear later). */
+export function requiredFiles(f: VmFiles): string[] {
+  return [f.disk, f.seed, f.hostKey, f.hostKeyPub, f.knownHosts];
+}
+
+/** Why vm.dir may not be created or removed: it must lie strictly inside vm_root (symlinks resolved). */
+export function vmDirProblem(vm: Vm): string | undefined {
+  const inside = (root: string, dir: string) => {
+    const rel = relative(root, dir);
+    return rel !== "" && !rel.startsWith("..") && !isAbsolute(rel);
+  };
+  const root = resolve(vm.paths.vmRoot);
+  const dir = resolve(vm.dir);
+  if (root === "/" || !inside(root, dir)) return `${vm.dir} is not strictly inside vm_root ${vm.paths.vmRoot}`;
+  try {
+    const realDir = realpathSync(dir);
+    if (!inside(realpathSync(root), realDir)) return `${vm.dir} resolves to ${realDir}, outside vm_root ${vm.paths.vmRoot}`;
+  } catch {}
+  return undefined;
+}
+
+export function checkVmDir(vm: Vm): void {
+  const p = vmDirProblem(vm);
+  if (p) throw new AivmError(`vm ${vm.name}`, `refusing to touch the VM directory: ${p}`, EXIT.FAILED);
+}
+
+export function readKey(path: string): string | null {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return null;
+  }
+}
+
+export function isFreshDir(host: { exists(p: string): boolean }, f: VmFiles): boolean {
+  if (!host.exists(f.dir)) return true;
+  try {
+    return readdirSync(f.dir).every((e) => e === ".lock");
+  } catch {
+    return false;
+  }
+}
+
+/** The IP last seen for this VM, or null. */
+export function cachedIp(vm: Vm): string | null {
+  const t = readKey(vmFiles(vm).ipCache)?.trim();
+  return t && /^\d+\.\d+\.\d+\.\d+$/.test(t) ? t : null;
+}
+
+/**
+ * The per-VM lock around a mutating command: a second concurrent operation on the same VM fails at once.
+ * Taking the lock creates vm.dir; when the command leaves it holding only the lock file, it is removed again.
+ */
+export async function withVmLock<T>(vm: Vm, fn: () => Promise<T>): Promise<T> {
+  const problem = vmDirProblem(vm);
+  if (problem) throw new AivmError(`vm ${vm.name}`, `refusing to touch the VM directory: ${problem}`);
+  const f = vmFiles(vm);
+  // the directories the lock file is about to create (vm.dir, and vm_root when it is new too)
+  const made: string[] = [];
+  for (let d = f.dir; !existsSync(d) && d !== dirname(d); d = dirname(d)) made.push(d);
+  const release = acquireLock(f.lock, { waitMs: 0, what: `vm ${vm.name}`, reentrant: true });
+  try {
+    return await fn();
+  } finally {
+    release();
+    if (made.length) {
+      try {
+        if (readdirSync(f.dir).every((e) => e === ".lock")) {
+          try { unlinkSync(f.lock); } catch {}
+          for (const d of made) rmdirSync(d); // innermost first; stops at the first non-empty one
+        }
+      } catch {}
+    }
+  }
+}
