@@ -1,25 +1,39 @@
 #!/usr/bin/env bun
 // The dispatcher: root command, lazily loaded groups, one main() that maps errors to exit codes.
 import "../lib/env.ts";
-import { renderUsage, runCommand, type CommandDef } from "citty";
-import pkg from "../package.json" with { type: "json" };
+import { renderUsage, runCommand, type ArgsDef, type CommandDef } from "citty";
+import { rootArgs } from "../lib/cli/_shared.ts";
 import { root } from "../lib/cli/root.ts";
 import { EXIT, formatError } from "../lib/errors.ts";
+import { runInterruptCleanups } from "../lib/run.ts";
+import pkg from "../package.json" with { type: "json" };
 
 async function resolve<T>(v: T | (() => T | Promise<T>) | Promise<T>): Promise<T> {
   return typeof v === "function" ? await (v as () => T | Promise<T>)() : await v;
 }
 
-/** Flags that take a value (`--config F`): their value is not a command word. */
-const VALUE_FLAGS = new Set(["--config", "--vm", "--mode", "--access", "--guest-dst", "--part", "--restart", "--suite", "--mirror", "--timeout", "--list", "--image-url", "--image-sha256"]);
+/** The flags of an argument definition that take a value (`--config F`, `-x F`): their value is not a command word. */
+export function valueFlags(args: ArgsDef): Set<string> {
+  const flags = new Set<string>();
+  for (const [name, def] of Object.entries(args)) {
+    if (def.type !== "string" && def.type !== "enum") continue;
+    flags.add(`--${name}`);
+    for (const a of [(def as { alias?: string | string[] }).alias ?? []].flat()) flags.add(a.length === 1 ? `-${a}` : `--${a}`);
+  }
+  return flags;
+}
+
+interface Split { cmd: CommandDef<any>; parent?: CommandDef<any>; path: string[]; rest: string[]; unknown?: string }
 
 /**
- * Split argv into the command path (`vm up`) and everything else, wherever the global flags were typed:
- * citty takes the first non-flag word as the subcommand, so `--config F vm up` must become `vm up --config F`.
+ * Split argv into the command path (`vm up`) and everything else, wherever the global flags were typed: citty takes
+ * the first non-flag word as the subcommand, so `--config F vm up` must become `vm up --config F`. A word that names
+ * no subcommand of a group is an unknown command (`unknown`), with or without --help.
  */
-async function splitPath(argv: string[]): Promise<{ cmd: CommandDef<any>; parent?: CommandDef<any>; path: string[]; rest: string[] }> {
+export async function splitPath(argv: string[]): Promise<Split> {
   let cmd: CommandDef<any> = root;
   let parent: CommandDef<any> | undefined;
+  let takesValue = valueFlags(rootArgs);
   const path: string[] = [];
   const rest: string[] = [];
   let positional = false;
@@ -28,14 +42,17 @@ async function splitPath(argv: string[]): Promise<{ cmd: CommandDef<any>; parent
     if (word === "--") { rest.push(...argv.slice(i)); break; }
     if (word.startsWith("-")) {
       rest.push(word);
-      if (VALUE_FLAGS.has(word) && i + 1 < argv.length) rest.push(argv[++i]!);
+      if (takesValue.has(word) && i + 1 < argv.length) rest.push(argv[++i]!);
       continue;
     }
-    const subs = await resolve(cmd.subCommands);
+    const subs = (await resolve(cmd.subCommands)) as Record<string, unknown> | undefined;
     if (!positional && subs && word in subs) {
       parent = cmd;
-      cmd = await resolve((subs as Record<string, any>)[word]);
+      cmd = await resolve(subs[word] as CommandDef<any>);
       path.push(word);
+      takesValue = new Set([...valueFlags(rootArgs), ...valueFlags((await resolve(cmd.args)) ?? {})]);
+    } else if (!positional && subs && !cmd.run) {
+      return { cmd, parent, path, rest, unknown: word };
     } else {
       positional = true;
       rest.push(word);
@@ -51,28 +68,24 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${pkg.version}\n`);
       return EXIT.OK;
     }
+    const { cmd, parent, path, rest, unknown } = await splitPath(argv);
+    if (unknown !== undefined) {
+      const name = path.join(" ");
+      process.stderr.write(`aivm: unknown command: ${name ? `${name} ` : ""}${unknown}\nhint: see \`aivm ${name ? `${name} ` : ""}--help\`\n`);
+      return EXIT.USAGE;
+    }
     if (argv.length === 0 || beforeDash.includes("--help") || beforeDash.includes("-h")) {
-      const { cmd, parent } = await splitPath(argv);
       process.stdout.write((await renderUsage(cmd, parent)) + "\n");
       return argv.length === 0 ? EXIT.USAGE : EXIT.OK;
     }
-    const { cmd, path, rest } = await splitPath(argv);
     if (cmd.subCommands && !cmd.run) {
       const subs = (await resolve(cmd.subCommands)) as Record<string, unknown>;
-      const asked = rest.find((w, i) => !w.startsWith("-") && !VALUE_FLAGS.has(rest[i - 1] ?? ""));
-      const name = path.join(" ");
-      if (cmd === root) process.stderr.write(`aivm: unknown command ${asked ?? ""}\nhint: see \`aivm --help\`\n`);
-      else process.stderr.write(asked ? `aivm: unknown command: ${name} ${asked}\nhint: see \`aivm ${name} --help\`\n` : `aivm: ${name}: which subcommand? one of: ${Object.keys(subs).join(", ")}\n`);
+      process.stderr.write(`aivm: ${path.join(" ")}: which subcommand? one of: ${Object.keys(subs).join(", ")}\n`);
       return EXIT.USAGE;
     }
-    await runCommand(root, { rawArgs: [...path, ...rest] });
+    await runCommand(cmd, { rawArgs: rest, data: { root } });
     return Number(process.exitCode ?? 0);
   } catch (err) {
-    const e = err as { code?: string; message?: string };
-    if (e?.code === "E_UNKNOWN_COMMAND" || e?.code === "E_NO_COMMAND") {
-      process.stderr.write(`aivm: ${(e.message ?? "unknown command").replace(/\x1b\[[0-9;]*m/g, "").toLowerCase().replace(/\.$/, "")}\nhint: see \`aivm --help\`\n`);
-      return EXIT.USAGE;
-    }
     const { lines, exitCode } = formatError(err);
     for (const l of lines) process.stderr.write(l + "\n");
     if (argv.includes("-v") || argv.includes("--verbose")) process.stderr.write(`${(err as Error)?.stack ?? ""}\n`);
@@ -81,13 +94,14 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
-  let interrupted = false;
-  process.on("SIGINT", () => {
-    if (interrupted) process.exit(EXIT.INTERRUPTED);
-    interrupted = true;
+  // Ctrl-C or a TERM: stop the children aivm started, undo what was half-made (partial files), then exit.
+  const stop = (code: number) => () => {
+    runInterruptCleanups();
     process.stderr.write("\naivm: interrupted\n");
-    process.exit(EXIT.INTERRUPTED);
-  });
-  const code = await main(process.argv.slice(2));
-  process.exitCode = code;
+    process.exit(code);
+  };
+  process.on("SIGINT", stop(EXIT.INTERRUPTED));
+  process.on("SIGTERM", stop(128 + 15));
+  process.on("SIGHUP", stop(128 + 1));
+  process.exitCode = await main(process.argv.slice(2));
 }

@@ -1,8 +1,8 @@
 // Acceleration: KVM only when /dev/kvm is usable AND the CPU advertises vmx/svm; TCG (libvirt type `qemu`) otherwise.
 // (A /dev/kvm backed by a paravirtual host module, with no vmx/svm in the flags, hangs a normal guest kernel.)
-import { closeSync, openSync, readFileSync } from "node:fs";
 import type { Accel } from "./config/model.ts";
 import { AivmError, EXIT } from "./errors.ts";
+import type { Host } from "./host.ts";
 import { log } from "./log.ts";
 
 export interface AccelProbe {
@@ -23,21 +23,11 @@ export interface AccelChoice {
 }
 
 /** Read the host: can we open /dev/kvm read-write, and does /proc/cpuinfo list vmx or svm? */
-export function probeAccel(kvmPath = "/dev/kvm", cpuinfo = "/proc/cpuinfo"): AccelProbe {
-  let kvmUsable = false;
-  let kvmWhy: string | undefined;
-  try {
-    closeSync(openSync(kvmPath, "r+"));
-    kvmUsable = true;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    kvmWhy = code === "ENOENT" ? `${kvmPath} does not exist` : code === "EACCES" || code === "EPERM" ? `${kvmPath} is not writable by this user` : `${kvmPath}: ${code ?? (e as Error).message}`;
-  }
-  let cpuVirt = false;
-  try {
-    cpuVirt = readFileSync(cpuinfo, "utf8").split("\n").some((l) => /^flags\s*:/.test(l) && /\b(vmx|svm)\b/.test(l));
-  } catch {}
-  return { kvmUsable, kvmWhy, cpuVirt };
+export function probeAccel(host: Host, kvmPath = "/dev/kvm", cpuinfo = "/proc/cpuinfo"): AccelProbe {
+  const code = host.openRw(kvmPath);
+  const kvmWhy = code === null ? undefined : code === "ENOENT" ? `${kvmPath} does not exist` : code === "EACCES" || code === "EPERM" ? `${kvmPath} is not writable by this user` : `${kvmPath}: ${code}`;
+  const cpuVirt = (host.readFile(cpuinfo) ?? "").split("\n").some((l) => /^flags\s*:/.test(l) && /\b(vmx|svm)\b/.test(l));
+  return { kvmUsable: code === null, ...(kvmWhy ? { kvmWhy } : {}), cpuVirt };
 }
 
 /** Pure: the domain type for an accel mode on a probed host. */
@@ -52,7 +42,7 @@ export function accelChoice(mode: Accel, probe: AccelProbe): AccelChoice {
 let warned = false;
 
 /** accelChoice, with the warning logged once per process and an unusable explicit `kvm` as exit 1. */
-export function chooseAccel(mode: Accel, probe: AccelProbe = probeAccel()): "kvm" | "qemu" {
+export function chooseAccel(mode: Accel, probe: AccelProbe): "kvm" | "qemu" {
   const c = accelChoice(mode, probe);
   if (c.error) throw new AivmError("accel = kvm", `KVM cannot be used: ${c.error}`, EXIT.FAILED, "set accel = \"auto\" or \"tcg\" in the config");
   if (c.warning && !warned) {

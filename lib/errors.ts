@@ -47,11 +47,11 @@ export class UnavailableError extends AivmError {
   }
 }
 
-export class NotImplementedError extends AivmError {
-  constructor(command: string) {
-    super("not implemented yet", command, EXIT.FAILED);
-    this.message = `not implemented yet: ${command}`;
-    this.name = "NotImplementedError";
+/** Ctrl-C (at a prompt or while a command runs): exit 130, one line. */
+export class InterruptedError extends AivmError {
+  constructor() {
+    super("interrupted", "stopped by Ctrl-C", EXIT.INTERRUPTED);
+    this.name = "InterruptedError";
   }
 }
 
@@ -66,7 +66,7 @@ export class PassThroughExit extends Error {
 /** Render an error as the one stderr line (and hint line) main() prints. */
 export function formatError(err: unknown): { lines: string[]; exitCode: number } {
   if (err instanceof PassThroughExit) return { lines: [], exitCode: err.exitCode };
-  if (err instanceof NotImplementedError) return { lines: [`aivm: ${err.message}`], exitCode: err.exitCode };
+  if (err instanceof InterruptedError) return { lines: ["aivm: interrupted"], exitCode: err.exitCode };
   if (err instanceof AivmError) {
     const lines = [`aivm: ${err.what}: ${err.why}`];
     if (err.hint) lines.push(`hint: ${err.hint}`);

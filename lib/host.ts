@@ -1,139 +1,93 @@
-// Host checks (`aivm doctor`) and host packages (`aivm host install-deps`). Checks read; nothing here changes the host.
-import { existsSync, readFileSync, statSync } from "node:fs";
-import { dirname } from "node:path";
-import { probeAccel, accelChoice, AccelProbe } from "./accel.ts";
-import type { Paths } from "./config/model.ts";
-import type { Runner } from "./run.ts";
-import { virshRead } from "./libvirt/virsh.ts";
+// The Host seam: everything aivm reads of the machine it runs on (files, stat and realpath, PATH lookups, device
+// access, a TCP probe), in one interface. The Runner carries one; tests inject a fake; a remote host is one more
+// implementation. Reads only: changes go through the Runner's steps.
+import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, realpathSync, statSync, type Stats } from "node:fs";
 
-export interface Check {
-  name: string;
-  ok: boolean;
-  detail: string;
-  /** what to do when not ok */
-  fix?: string;
-  /** a failure here does not stop aivm (e.g. TCG fallback) */
-  optional?: boolean;
+export interface FileStat {
+  mode: number;
+  uid: number;
+  gid: number;
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  isDirectory: boolean;
+  isFile: boolean;
+  isSymbolicLink: boolean;
 }
 
-/** Program -> Debian package. The first name found on PATH (or an absolute path that exists) satisfies it. */
-export const PROGRAMS: { names: string[]; pkg: string; why: string }[] = [
-  { names: ["virsh"], pkg: "libvirt-clients", why: "talks to libvirtd" },
-  { names: ["qemu-img"], pkg: "qemu-utils", why: "creates VM disks" },
-  { names: ["qemu-system-x86_64"], pkg: "qemu-system-x86", why: "runs the guests" },
-  { names: ["genisoimage", "xorriso", "mkisofs"], pkg: "genisoimage", why: "builds the cloud-init seed" },
-  { names: ["nft"], pkg: "nftables", why: "isolates the guests" },
-  { names: ["ssh"], pkg: "openssh-client", why: "logs into the guests" },
-  { names: ["ssh-keygen"], pkg: "openssh-client", why: "generates and pins guest host keys" },
-  { names: ["ip"], pkg: "iproute2", why: "reads the host routes" },
-  { names: ["dnsmasq"], pkg: "dnsmasq-base", why: "serves DHCP and DNS on aivm networks" },
-  { names: ["virtiofsd", "/usr/lib/qemu/virtiofsd", "/usr/libexec/virtiofsd"], pkg: "qemu-system-common", why: "shares folders (virtiofs)" },
-];
-
-export const DEBIAN_PACKAGES = [
-  "qemu-system-x86", "qemu-utils", "libvirt-daemon-system", "libvirt-clients", "dnsmasq-base", "nftables",
-  "genisoimage", "openssh-client", "iproute2", "ovmf", "curl", "ca-certificates",
-];
-
-export function findProgram(names: string[], which: (n: string) => string | null = Bun.which): string | null {
-  for (const n of names) {
-    if (n.startsWith("/")) { if (existsSync(n)) return n; }
-    else { const p = which(n); if (p) return p; }
-  }
-  return null;
+export interface Host {
+  /** the environment aivm runs in */
+  env: Record<string, string | undefined>;
+  uid: number;
+  gid: number;
+  exists(path: string): boolean;
+  /** stat (following symlinks), or null when it does not exist or cannot be read */
+  stat(path: string): FileStat | null;
+  /** lstat (the link itself), or null */
+  lstat(path: string): FileStat | null;
+  realpath(path: string): string | null;
+  readFile(path: string): string | null;
+  readDir(path: string): string[] | null;
+  /** a program on PATH (and /usr/sbin, /sbin, where Debian keeps some tools), or null */
+  which(name: string): string | null;
+  /** can this file be opened read-write? null when yes, else the error code (ENOENT, EACCES, ...) */
+  openRw(path: string): string | null;
+  /** does ip:port accept a TCP connection within ms? */
+  tcpOpen(ip: string, port: number, ms: number): Promise<boolean>;
 }
 
-export function programChecks(which: (n: string) => string | null = (n) => Bun.which(n, { PATH: `${process.env.PATH ?? ""}:/usr/sbin:/sbin` })): Check[] {
-  return PROGRAMS.map((p) => {
-    const found = findProgram(p.names, which);
-    return found
-      ? { name: `program ${p.names[0]}`, ok: true, detail: found }
-      : { name: `program ${p.names[0]}`, ok: false, detail: `not found (${p.why})`, fix: `install the ${p.pkg} package (\`aivm host install-deps\`)` };
-  });
-}
-
-export function accelCheck(probe: AccelProbe = probeAccel()): Check {
-  const c = accelChoice("auto", probe);
-  return c.type === "kvm"
-    ? { name: "acceleration", ok: true, detail: "KVM usable" }
-    : { name: "acceleration", ok: false, optional: true, detail: c.warning ?? "TCG", fix: "enable virtualisation (vmx/svm) for KVM speed; TCG works, slowly" };
-}
-
-/** Every existing ancestor of `path` (and path itself when it exists) must let "others" traverse it. */
-export function traversalBlockers(path: string, stat: (p: string) => { mode: number } | null = (p) => { try { return statSync(p); } catch { return null; } }): string[] {
-  const blockers: string[] = [];
-  let p = path;
-  for (;;) {
-    const s = stat(p);
-    if (s && (s.mode & 0o001) === 0) blockers.push(p);
-    if (p === "/") break;
-    p = dirname(p);
-  }
-  return blockers.reverse();
-}
-
-export function storageCheck(paths: Paths): Check {
-  const blockers = [...new Set([...traversalBlockers(paths.vmRoot), ...traversalBlockers(paths.imageCache)])];
-  return blockers.length
-    ? { name: "storage reachable by libvirt-qemu", ok: false, detail: `not traversable by others: ${blockers.join(", ")}`, fix: `chmod o+x ${blockers.join(" ")} (or set [defaults.paths] vm_root and image_cache elsewhere)` }
-    : { name: "storage reachable by libvirt-qemu", ok: true, detail: `${paths.vmRoot}, ${paths.imageCache}` };
-}
-
-export async function libvirtCheck(runner: Runner, uri: string): Promise<Check> {
-  try {
-    const r = await virshRead(runner, uri, ["version", "--daemon"]);
-    if (r.exitCode === 0) return { name: "libvirtd", ok: true, detail: `reachable at ${uri}` };
-    return { name: "libvirtd", ok: false, detail: `${uri}: ${r.stderr.trim().split("\n").pop()}`, fix: "start libvirtd and virtlogd" };
-  } catch (e) {
-    return { name: "libvirtd", ok: false, detail: (e as Error).message.replace(/^libvirt: /, ""), fix: "start libvirtd and virtlogd (no systemd: `virtlogd -d && libvirtd -d`)" };
-  }
-}
-
-export async function firewallCheck(runner: Runner): Promise<Check> {
-  try {
-    const r = await runner.read(["nft", "list", "tables"], { privileged: true, nothrow: true });
-    return r.exitCode === 0
-      ? { name: "firewall backend (nftables)", ok: true, detail: "nft can list tables" }
-      : { name: "firewall backend (nftables)", ok: false, detail: r.stderr.trim().split("\n").pop() ?? `exit ${r.exitCode}`, fix: "install nftables and run aivm as root or with sudo" };
-  } catch (e) {
-    return { name: "firewall backend (nftables)", ok: false, detail: (e as Error).message, fix: "install nftables" };
-  }
-}
-
-export async function doctor(runner: Runner, paths: Paths): Promise<Check[]> {
-  const programs = programChecks();
-  const haveVirsh = programs[0]!.ok;
-  const haveNft = programs.find((c) => c.name === "program nft")!.ok;
-  return [
-    ...programs,
-    haveVirsh ? await libvirtCheck(runner, paths.libvirtUri) : { name: "libvirtd", ok: false, detail: "virsh is missing", fix: "install libvirt-clients" },
-    accelCheck(),
-    haveNft ? await firewallCheck(runner) : { name: "firewall backend (nftables)", ok: false, detail: "nft is missing", fix: "install nftables" },
-    storageCheck(paths),
-  ];
-}
-
-export function formatChecks(checks: Check[]): string[] {
-  return checks.map((c) => `${c.ok ? "ok  " : c.optional ? "warn" : "FAIL"}  ${c.name}: ${c.detail}${!c.ok && c.fix ? `\n      fix: ${c.fix}` : ""}`);
-}
-
-export function isDebianLike(osRelease: string): boolean {
-  const kv = Object.fromEntries(osRelease.split("\n").map((l) => l.split("=")).filter((p) => p.length >= 2).map(([k, ...v]) => [k!, v.join("=").replace(/^"|"$/g, "")]));
-  return kv.ID === "debian" || kv.ID === "ubuntu" || (kv.ID_LIKE ?? "").split(/\s+/).some((x) => x === "debian" || x === "ubuntu");
-}
-
-export function readOsRelease(): string {
-  try { return readFileSync("/etc/os-release", "utf8"); } catch { return ""; }
-}
-
-export function installDepsStep(packages = DEBIAN_PACKAGES) {
+function fileStat(s: Stats): FileStat {
   return {
-    title: "Install host packages",
-    why: "aivm needs libvirt, qemu, nftables, an ISO tool and OpenSSH",
-    consent: true,
-    actions: [
-      { kind: "run" as const, argv: ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "update"], privileged: true },
-      { kind: "run" as const, argv: ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "--no-install-recommends", ...packages], privileged: true },
-    ],
+    mode: s.mode, uid: s.uid, gid: s.gid, dev: s.dev, ino: s.ino, size: s.size, mtimeMs: s.mtimeMs,
+    isDirectory: s.isDirectory(), isFile: s.isFile(), isSymbolicLink: s.isSymbolicLink(),
   };
+}
+
+function attempt<T>(f: () => T): T | null {
+  try {
+    return f();
+  } catch {
+    return null;
+  }
+}
+
+export const realHost: Host = {
+  env: process.env,
+  uid: process.getuid?.() ?? 0,
+  gid: process.getgid?.() ?? 0,
+  exists: existsSync,
+  stat: (p) => attempt(() => fileStat(statSync(p))),
+  lstat: (p) => attempt(() => fileStat(lstatSync(p))),
+  realpath: (p) => attempt(() => realpathSync(p)),
+  readFile: (p) => attempt(() => readFileSync(p, "utf8")),
+  readDir: (p) => attempt(() => readdirSync(p)),
+  which: (n) => Bun.which(n, { PATH: `${process.env.PATH ?? ""}:/usr/sbin:/sbin` }),
+  openRw(p) {
+    try {
+      closeSync(openSync(p, "r+"));
+      return null;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code ?? "EIO";
+    }
+  },
+  tcpOpen(ip, port, ms) {
+    return new Promise((res) => {
+      let done = false;
+      const finish = (ok: boolean, sock?: { end(): void }) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        try { sock?.end(); } catch {}
+        res(ok);
+      };
+      const timer = setTimeout(() => finish(false), ms);
+      Bun.connect({ hostname: ip, port, socket: { open: (s) => finish(true, s), error: () => finish(false), connectError: () => finish(false), data() {} } }).catch(() => finish(false));
+    });
+  },
+};
+
+/** A host that answers from `over` first and from the real machine for everything else (tests). */
+export function hostWith(over: Partial<Host>): Host {
+  return { ...realHost, ...over };
 }

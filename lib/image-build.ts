@@ -273,7 +273,7 @@ export async function buildDebootstrap(runner: Runner, paths: Paths, opts: Build
     return { image, built: true };
   } finally {
     // a failed debootstrap can leave /proc and /sys mounted inside the rootfs: unmount before removing
-    for (const m of mountsUnder(rootfs, readMounts()).filter((m) => m !== rootfs)) await runner.exec(["umount", "-l", m], { privileged: true, nothrow: true });
+    for (const m of mountsUnder(rootfs, readMounts(runner.host)).filter((m) => m !== rootfs)) await runner.exec(["umount", "-l", m], { privileged: true, nothrow: true });
     await runner.exec(["rm", "-rf", "--one-file-system", work], { privileged: true, nothrow: true });
   }
 }

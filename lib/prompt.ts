@@ -1,10 +1,27 @@
 // One line question on stderr, answer from stdin. (consola's prompt draws on stdout and hangs without a TTY.)
+// Ctrl-C at the prompt is an interruption (exit 130); Ctrl-D (end of input) is an empty answer, which every
+// question reads as "no".
 import { createInterface } from "node:readline/promises";
+import { InterruptedError } from "./errors.ts";
 
 export async function ask(question: string): Promise<string> {
   const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: !!process.stdin.isTTY });
   try {
-    return await rl.question(question);
+    return await new Promise<string>((resolve, reject) => {
+      let settled = false;
+      const settle = (f: () => void) => {
+        if (!settled) {
+          settled = true;
+          f();
+        }
+      };
+      rl.on("SIGINT", () => settle(() => (process.stderr.write("\n"), reject(new InterruptedError()))));
+      rl.on("close", () => settle(() => (process.stderr.write("\n"), resolve(""))));
+      rl.question(question).then(
+        (a) => settle(() => resolve(a)),
+        (e: Error) => settle(() => (/ctrl\+?c|abort/i.test(`${e?.name} ${e?.message}`) ? reject(new InterruptedError()) : resolve(""))),
+      );
+    });
   } finally {
     rl.close();
   }

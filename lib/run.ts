@@ -1,8 +1,12 @@
-// The Runner: the only code that starts programs or writes files outside the config store.
-// Planners build argv arrays and Steps; the Runner prints them (--dry-run), asks for consent,
-// adds sudo when not root, runs them through a Backend (zx for real, a recorder in tests).
+// The Runner: the only code that starts programs, asks the user, or touches the host (it carries the Host seam).
+// Planners build argv arrays and Steps; the Runner prints them (--dry-run), asks for consent, adds sudo when not root,
+// runs them through a Backend: zx for what changes things, a direct spawn (no zx, no shell) for short reads, a
+// recorder in tests. Every running child and every registered cleanup is undone when aivm is interrupted.
 
+import { rmSync } from "node:fs";
 import { AivmError, EXIT, UsageError } from "./errors.ts";
+import { writeFileAtomicSync } from "./fsutil.ts";
+import { realHost, type Host } from "./host.ts";
 import { canPrompt, log, out } from "./log.ts";
 import { ask } from "./prompt.ts";
 
@@ -27,6 +31,8 @@ export interface ExecOptions {
   cwd?: string;
   /** what failed, for the error line (default: the program name) */
   what?: string;
+  /** a read: run directly (no zx, no shell) */
+  read?: boolean;
 }
 
 export type Action =
@@ -43,7 +49,7 @@ export interface Step {
   consent?: boolean;
 }
 
-/** Where commands really go. */
+/** Where commands really go. `exec` gets reads too (opts.read). */
 export interface Backend {
   exec(argv: string[], opts: ExecOptions): Promise<Result>;
   writeFile(path: string, content: string, mode?: number): Promise<void>;
@@ -59,6 +65,28 @@ export interface RunnerOptions {
   print?: (text: string) => void;
   /** how to ask (default: a line on stderr, answer from stdin) */
   ask?: (question: string) => Promise<string>;
+  /** what the host looks like (default: this machine) */
+  host?: Host;
+}
+
+// ---------- interruption ----------
+
+const cleanups = new Set<() => void>();
+
+/** Register something to undo if aivm is interrupted (a child to kill, a partial file to remove). Returns the unregister. */
+export function onInterrupt(fn: () => void): () => void {
+  cleanups.add(fn);
+  return () => cleanups.delete(fn);
+}
+
+/** Undo everything registered, newest first (bin/aivm.ts calls this on SIGINT/SIGTERM before exiting). */
+export function runInterruptCleanups(): void {
+  for (const fn of [...cleanups].reverse()) {
+    cleanups.delete(fn);
+    try {
+      fn();
+    } catch {}
+  }
 }
 
 const SAFE = /^[A-Za-z0-9_\/.,:=@%+-]+$/;
@@ -100,9 +128,12 @@ export class Runner {
   readonly dryRun: boolean;
   readonly yes: boolean;
   readonly isRoot: boolean;
+  readonly host: Host;
+  /** both ends are a terminal: questions may be asked */
+  readonly interactive: boolean;
   private approvedAll = false;
-  private readonly interactive: boolean;
-  private readonly print: (text: string) => void;
+  /** where --dry-run output goes */
+  readonly print: (text: string) => void;
   private readonly askFn: (q: string) => Promise<string>;
 
   constructor(
@@ -115,6 +146,7 @@ export class Runner {
     this.interactive = opts.interactive ?? canPrompt();
     this.print = opts.print ?? out;
     this.askFn = opts.ask ?? ask;
+    this.host = opts.host ?? realHost;
   }
 
   private sudo(argv: string[], privileged?: boolean): string[] {
@@ -122,9 +154,9 @@ export class Runner {
     return this.interactive ? ["sudo", ...argv] : ["sudo", "-n", ...argv];
   }
 
-  /** Run a command that only reads state. Runs under --dry-run too. */
+  /** Run a command that only reads state (directly: no zx, no shell). Runs under --dry-run too. */
   async read(argv: string[], opts: ExecOptions = {}): Promise<Result> {
-    return this.invoke(argv, opts);
+    return this.invoke(argv, { ...opts, read: true });
   }
 
   /** Run a command that changes something. Under --dry-run it is printed and not run. */
@@ -153,6 +185,15 @@ export class Runner {
     }
     log.debug(`remove ${path}`);
     await this.backend.remove(path);
+  }
+
+  /**
+   * Ask the user one question and return the answer (trimmed). Every question aivm asks goes through here: without a
+   * terminal it refuses (exit 2, naming the flag that answers it); Ctrl-C is exit 130; Ctrl-D is an empty answer.
+   */
+  async ask(what: string, question: string, hint = "re-run with --yes"): Promise<string> {
+    if (!this.interactive) throw new UsageError(what, "needs an answer, but there is no terminal to ask on", hint);
+    return (await this.askFn(question)).trim();
   }
 
   /** Ask a yes/no question (consent for a change), honouring --yes and refusing without a terminal. */
@@ -223,10 +264,10 @@ function summarize(a: Action, sudo: boolean): string {
   return text.length > 160 ? text.slice(0, 157) + "..." : text;
 }
 
-/** The real backend: zx underneath (loaded lazily, it costs startup time), node fs for files. */
+/** The real backend: zx (loaded lazily, it costs startup time) for what changes things, Bun.spawn for reads. */
 export class ZxBackend implements Backend {
   async exec(argv: string[], opts: ExecOptions): Promise<Result> {
-    if (opts.input !== undefined && !opts.inherit) return spawnWithInput(argv, opts);
+    if (!opts.inherit && (opts.read || opts.input !== undefined)) return spawnDirect(argv, opts);
     const { $ } = await import("zx");
     const p = $({
       quiet: true,
@@ -237,30 +278,34 @@ export class ZxBackend implements Backend {
       stdio: opts.inherit ? "inherit" : undefined,
       timeout: opts.timeoutMs ? `${opts.timeoutMs}ms` : undefined,
     } as Parameters<typeof $>[0])`${argv}`;
-    const o = await p;
-    return { exitCode: o.exitCode ?? (o.signal ? 128 + 15 : 1), stdout: o.stdout, stderr: o.stderr };
+    const off = onInterrupt(() => void p.kill("SIGTERM").catch(() => {}));
+    try {
+      const o = await p;
+      return { exitCode: o.exitCode ?? (o.signal ? 128 + 15 : 1), stdout: o.stdout, stderr: o.stderr };
+    } finally {
+      off();
+    }
   }
 
   async writeFile(path: string, content: string, mode?: number): Promise<void> {
-    const { writeFileAtomic } = await import("./fsutil.ts");
-    await writeFileAtomic(path, content, mode);
+    writeFileAtomicSync(path, content, mode);
   }
 
   async remove(path: string): Promise<void> {
-    const { rm } = await import("node:fs/promises");
-    await rm(path, { recursive: true, force: true });
+    rmSync(path, { recursive: true, force: true });
   }
 }
 
 /**
- * Bun's child_process (under zx) hands the child a socket as stdin, which `/dev/stdin` cannot open (ENXIO), so
- * `virsh define /dev/stdin` failed. Bun.spawn with a Blob gives a memfd, which any reader can open.
+ * A child started directly: no zx, no shell (reads are short and many). Bun's child_process (under zx) also hands
+ * the child a socket as stdin, which `/dev/stdin` cannot open (ENXIO), so `virsh define /dev/stdin` failed; a Blob
+ * gives a memfd, which any reader can open.
  */
-async function spawnWithInput(argv: string[], opts: ExecOptions): Promise<Result> {
+async function spawnDirect(argv: string[], opts: ExecOptions): Promise<Result> {
   let p: ReturnType<typeof Bun.spawn>;
   try {
     p = Bun.spawn(argv, {
-      stdin: new Blob([opts.input!]),
+      stdin: opts.input !== undefined ? new Blob([opts.input]) : "ignore",
       stdout: "pipe",
       stderr: "pipe",
       cwd: opts.cwd,
@@ -271,12 +316,17 @@ async function spawnWithInput(argv: string[], opts: ExecOptions): Promise<Result
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return { exitCode: 127, stdout: "", stderr: `${argv[0]}: command not found` };
     throw e;
   }
-  const [stdout, stderr, exitCode] = await Promise.all([
-    new Response(p.stdout as ReadableStream).text(),
-    new Response(p.stderr as ReadableStream).text(),
-    p.exited,
-  ]);
-  return { exitCode: p.signalCode ? 128 + 15 : exitCode, stdout, stderr };
+  const off = onInterrupt(() => p.kill("SIGTERM"));
+  try {
+    const [stdout, stderr, exitCode] = await Promise.all([
+      new Response(p.stdout as ReadableStream).text(),
+      new Response(p.stderr as ReadableStream).text(),
+      p.exited,
+    ]);
+    return { exitCode: p.signalCode ? 128 + 15 : exitCode, stdout, stderr };
+  } finally {
+    off();
+  }
 }
 
 export function realRunner(opts: RunnerOptions = {}): Runner {

@@ -9,7 +9,7 @@ import { aivm, isolatedEnv, ROOT } from "./helpers/cli.ts";
 import { fakeRunner } from "./helpers/fake-runner.ts";
 import { bigDoc } from "./helpers/config-writer.ts";
 import { setVerbosity } from "../lib/log.ts";
-import { editConfig, hooks, initConfig, lintProblems } from "../lib/cli/config.ts";
+import { editConfig, initConfig, lintProblems } from "../lib/flows/init.ts";
 import { context, type Ctx } from "../lib/cli/_shared.ts";
 import { loadStore, parseStore } from "../lib/config/store.ts";
 import { renderToml } from "../lib/config/toml.ts";
@@ -287,13 +287,9 @@ describe("config init (fake Runner)", () => {
   });
   afterEach(() => {
     process.env.HOME = savedHome;
-    delete hooks.interactive;
-    delete hooks.ask;
   });
 
-  function ctxFor(path: string, runner: Runner, o: { yes?: boolean; dryRun?: boolean } = {}): Ctx {
-    return { configPath: path, store: loadStore(path), runner, json: false, dryRun: !!o.dryRun, yes: !!o.yes };
-  }
+  const init = (path: string, runner: Runner, o: Parameters<typeof initConfig>[2]) => initConfig(runner, loadStore(path), o);
 
   const ROUTES = "default via 192.168.1.1 dev eth0\n10.77.0.0/16 dev wg0 scope link\n192.168.1.0/24 dev eth0 proto kernel scope link src 192.168.1.5\n";
 
@@ -305,7 +301,7 @@ describe("config init (fake Runner)", () => {
     writeFileSync(path, renderToml({ networks: [{ name: "old", subnet: "10.78.0.0/24" }] }));
     const { runner, fake } = fakeRunner({ yes: false });
     fake.on(["ip", "-4", "route"], { stdout: ROUTES });
-    await initConfig(ctxFor(path, runner), { defaults: true });
+    await init(path, runner, { defaults: true });
     expect(fake.commands()).toEqual(["ip -4 route"]);
     const d = loadStore(path).doc;
     expect(d.defaults!.network!.subnet).toBe("10.79.0.0/24");
@@ -317,14 +313,14 @@ describe("config init (fake Runner)", () => {
     const path = join(tmp(), "config.toml");
     const { runner, fake } = fakeRunner({ yes: true });
     fake.on(["ip", "-4", "route"], { stdout: "" }).on(["mkdir"], {}).on(["ssh-keygen"], {});
-    await initConfig(ctxFor(path, runner, { yes: true }), {});
+    await init(path, runner, {});
     expect(fake.commands().slice(-1)[0]).toMatch(new RegExp(`^ssh-keygen -q -t ed25519 -N  -C aivm@\\S+ -f ${home}/.ssh/id_aivm_ed25519$`));
     expect(loadStore(path).doc.defaults!.network!.subnet).toBe("10.77.0.0/24");
 
     const p2 = join(tmp(), "config.toml");
     const dry = fakeRunner({ dryRun: true, yes: false });
     dry.fake.on(["ip", "-4", "route"], { stdout: ROUTES });
-    await initConfig(ctxFor(p2, dry.runner, { dryRun: true }), { defaults: true });
+    await init(p2, dry.runner, { defaults: true });
     expect(existsSync(p2)).toBe(false);
     expect(dry.fake.commands()).toEqual(["ip -4 route"]); // only the read ran
     const printed = dry.printed.join("\n");
@@ -335,7 +331,7 @@ describe("config init (fake Runner)", () => {
     const path = join(tmp(), "config.toml");
     const { runner, fake } = fakeRunner({ yes: false, interactive: false });
     fake.on(["ip", "-4", "route"], { stdout: "" });
-    await initConfig(ctxFor(path, runner), { defaults: true });
+    await init(path, runner, { defaults: true });
     expect(fake.commands()).toEqual(["ip -4 route"]);
     expect(loadStore(path).doc.defaults!.paths!.ssh_identity).toBe("~/.ssh/id_aivm_ed25519");
   });
@@ -346,17 +342,15 @@ describe("config init (fake Runner)", () => {
     writeFileSync(join(home, ".ssh/id_rsa.pub"), "k");
     const path = join(tmp(), "config.toml");
     const asked: string[] = [];
-    hooks.interactive = () => true;
-    hooks.ask = async (q) => { asked.push(q); return "n"; };
-    const { runner, fake } = fakeRunner({ yes: false });
+    const answers = ["n", ""];
+    const { runner, fake } = fakeRunner({ yes: false, interactive: true, ask: async (q) => { asked.push(q); return answers.shift()!; } });
     fake.on(["ip", "-4", "route"], { stdout: "" });
     let err: unknown;
-    try { await initConfig(ctxFor(path, runner), {}); } catch (e) { err = e; }
+    try { await init(path, runner, {}); } catch (e) { err = e; }
     expect((err as AivmError).exitCode).toBe(1);
     expect(existsSync(path)).toBe(false);
     expect(asked).toEqual(["Use these values? [Y/n] "]);
-    hooks.ask = async () => "";
-    await initConfig(ctxFor(path, runner), {});
+    await init(path, runner, {});
     expect(loadStore(path).doc.defaults!.paths!.ssh_identity).toBe("~/.ssh/id_rsa");
   });
 
@@ -364,7 +358,7 @@ describe("config init (fake Runner)", () => {
     const f = copyFixture("valid.toml");
     const { runner } = fakeRunner();
     let err: unknown;
-    try { await initConfig(ctxFor(f.path, runner, { yes: true }), { defaults: true }); } catch (e) { err = e; }
+    try { await init(f.path, runner, { defaults: true }); } catch (e) { err = e; }
     expect((err as AivmError).exitCode).toBe(2);
     expectUntouched(f);
   });
@@ -373,7 +367,7 @@ describe("config init (fake Runner)", () => {
 describe("config edit", () => {
   let saved: Record<string, string | undefined>;
   beforeEach(() => { saved = { EDITOR: process.env.EDITOR, VISUAL: process.env.VISUAL }; delete process.env.VISUAL; });
-  afterEach(() => { process.env.EDITOR = saved.EDITOR; process.env.VISUAL = saved.VISUAL; delete hooks.interactive; delete hooks.ask; });
+  afterEach(() => { process.env.EDITOR = saved.EDITOR; process.env.VISUAL = saved.VISUAL; });
 
   /** An "editor" that replaces the file with `content` (and optionally touches the real config meanwhile). */
   function editorWriting(content: string, alsoWrite?: [string, string]): void {
@@ -386,13 +380,13 @@ describe("config edit", () => {
     process.env.EDITOR = script;
   }
 
-  const ctxFor = (path: string): Ctx => ({ configPath: path, store: { path, doc: {}, hash: null, text: null }, runner: realRunner({ interactive: false }), json: false, dryRun: false, yes: false });
+  const edit = (path: string, runner = realRunner({ interactive: false })) => editConfig(runner, path);
 
   test("a valid edit is saved verbatim (comments kept)", async () => {
     const f = copyFixture("valid.toml");
     const next = f.bytes.toString() + "\n# added\n[[networks]]\nname = \"other\"\nsubnet = \"10.91.0.0/24\"\n";
     editorWriting(next);
-    await editConfig(ctxFor(f.path));
+    await edit(f.path);
     expect(readFileSync(f.path, "utf8")).toBe(next);
   });
 
@@ -400,7 +394,7 @@ describe("config edit", () => {
     const f = copyFixture("valid.toml");
     editorWriting('[defaults.vm]\ncpus = "x"\n');
     let err: unknown;
-    try { await editConfig(ctxFor(f.path)); } catch (e) { err = e; }
+    try { await edit(f.path); } catch (e) { err = e; }
     expect((err as AivmError).exitCode).toBe(78);
     expectUntouched(f);
   });
@@ -408,11 +402,9 @@ describe("config edit", () => {
   test("an invalid edit on a terminal: re-edit is offered; 'n' discards", async () => {
     const f = copyFixture("valid.toml");
     editorWriting("[defaults.vm\n");
-    hooks.interactive = () => true;
     const answers = ["y", "n"];
-    hooks.ask = async () => answers.shift()!;
     let err: unknown;
-    try { await editConfig(ctxFor(f.path)); } catch (e) { err = e; }
+    try { await edit(f.path, realRunner({ interactive: true, ask: async () => answers.shift()! })); } catch (e) { err = e; }
     expect(answers).toEqual([]); // asked twice: the editor ran twice
     expect((err as AivmError).exitCode).toBe(78);
     expectUntouched(f);
@@ -421,7 +413,7 @@ describe("config edit", () => {
   test("a broken file can be fixed through edit", async () => {
     const f = copyFixture("malformed.toml");
     editorWriting("[defaults.vm]\ncpus = 2\n");
-    await editConfig(ctxFor(f.path));
+    await edit(f.path);
     expect(readFileSync(f.path, "utf8")).toBe("[defaults.vm]\ncpus = 2\n");
   });
 
@@ -429,7 +421,7 @@ describe("config edit", () => {
     const f = copyFixture("valid.toml");
     editorWriting("[defaults.vm]\ncpus = 3\n", [f.path, "# other writer\n"]);
     let err: unknown;
-    try { await editConfig(ctxFor(f.path)); } catch (e) { err = e; }
+    try { await edit(f.path); } catch (e) { err = e; }
     expect((err as AivmError).exitCode).toBe(1);
     expect(readFileSync(f.path, "utf8")).toBe("# other writer\n");
   });
@@ -437,7 +429,7 @@ describe("config edit", () => {
   test("no change: nothing written", async () => {
     const f = copyFixture("valid.toml");
     editorWriting(f.bytes.toString());
-    await editConfig(ctxFor(f.path));
+    await edit(f.path);
     expectUntouched(f);
   });
 });

@@ -94,7 +94,7 @@ describe("discover", () => {
     script(fake);
     const printed: string[] = [];
     let saved: StoreDoc | null = null;
-    const r = await discover(runner, URI, store(), { interactive: !!o.interactive, print: (t) => printed.push(t), save: (ch) => { saved = ch(store()); } });
+    const r = await discover(runner, URI, store(), { print: (t) => printed.push(t), save: (ch) => { saved = ch(store()); } });
     return { r, printed, saved: saved as StoreDoc | null };
   };
 

@@ -3,11 +3,12 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, realpathSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fakeRunner } from "./helpers/fake-runner.ts";
+import { fakeRunner, testHost } from "./helpers/fake-runner.ts";
 import type { AttachmentDoc, Vm } from "../lib/config/model.ts";
 import { resolveVm } from "../lib/config/resolve.ts";
 import { loadStore } from "../lib/config/store.ts";
-import { prepareSession, tcpOpen, warmIp, workstationSteps } from "../lib/flows/session.ts";
+import { prepareSession, warmIp, workstationSteps } from "../lib/flows/session.ts";
+import { realHost } from "../lib/host.ts";
 import { vmFiles } from "../lib/vm/files.ts";
 import { EXIT } from "../lib/errors.ts";
 
@@ -35,33 +36,35 @@ describe("warm path", () => {
     mkdirSync(v.dir, { recursive: true });
   });
   test("needs a saved attachment, a created VM, a cached IP, and port 22 answering", async () => {
-    const yes = async () => true;
-    expect(await warmIp(v, undefined, yes)).toBeNull();
-    expect(await warmIp(v, att("/p"), yes)).toBeNull(); // no host key: not created
+    const yes = fakeRunner({ host: testHost({ tcpOpen: async () => true }) }).runner;
+    const no = fakeRunner({ host: testHost({ tcpOpen: async () => false }) }).runner;
+    expect(await warmIp(yes, v, undefined)).toBeNull();
+    expect(await warmIp(yes, v, att("/p"))).toBeNull(); // no host key: not created
     writeFileSync(vmFiles(v).hostKey, "k");
-    expect(await warmIp(v, att("/p"), yes)).toBeNull(); // no cached IP
+    expect(await warmIp(yes, v, att("/p"))).toBeNull(); // no cached IP
     writeFileSync(vmFiles(v).ipCache, "10.77.0.9\n");
-    expect(await warmIp(v, att("/p"), yes)).toBe("10.77.0.9");
-    expect(await warmIp(v, att("/p"), async () => false)).toBeNull();
+    expect(await warmIp(yes, v, att("/p"))).toBe("10.77.0.9");
+    expect(await warmIp(no, v, att("/p"))).toBeNull();
   });
   test("shared-root: a missing host bind sends it to the reconcile", async () => {
     writeFileSync(vmFiles(v).hostKey, "k");
     writeFileSync(vmFiles(v).ipCache, "10.77.0.9\n");
     mkdirSync(join(root, "p"));
-    expect(await warmIp(v, att(join(root, "p"), { mode: "shared-root" }), async () => true)).toBeNull();
+    const yes = fakeRunner({ host: testHost({ tcpOpen: async () => true }) }).runner;
+    expect(await warmIp(yes, v, att(join(root, "p"), { mode: "shared-root" }))).toBeNull();
   });
 });
 
-describe("tcpOpen", () => {
+describe("the real host's tcpOpen", () => {
   afterEach(() => {});
   test("true for a listening port, false for a closed one", async () => {
     const server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
     try {
-      expect(await tcpOpen("127.0.0.1", server.port)).toBe(true);
+      expect(await realHost.tcpOpen("127.0.0.1", server.port, 800)).toBe(true);
     } finally {
       server.stop(true);
     }
-    expect(await tcpOpen("127.0.0.1", server.port, 300)).toBe(false);
+    expect(await realHost.tcpOpen("127.0.0.1", server.port, 300)).toBe(false);
   });
 });
 

@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, realpathSync, symlinkSync, writeF
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runMain } from "./helpers/main.ts";
-import { FakeBackend, fakeRunner } from "./helpers/fake-runner.ts";
+import { FakeBackend, fakeRunner, testHost } from "./helpers/fake-runner.ts";
 import type { AttachmentDoc, Vm } from "../lib/config/model.ts";
 import { inject } from "../lib/cli/_shared.ts";
 import { Runner } from "../lib/run.ts";
@@ -183,10 +183,10 @@ describe("safety preflight", () => {
   test("override: --yes (logged), typing yes; a bare y or no terminal refuses with exit 2", async () => {
     const p = join(home, ".ssh");
     await approveSensitive(fakeRunner({ yes: true }).runner, "t", p, { homes: [home] });
-    await approveSensitive(fakeRunner({ yes: false }).runner, "t", p, { homes: [home], interactive: true, ask: async () => "yes\n" });
-    await expect(approveSensitive(fakeRunner({ yes: false }).runner, "t", p, { homes: [home], interactive: true, ask: async () => "y" })).rejects.toThrow(/refusing/);
-    await expect(approveSensitive(fakeRunner({ yes: false }).runner, "t", p, { homes: [home], interactive: false })).rejects.toMatchObject({ exitCode: EXIT.USAGE });
-    await approveSensitive(fakeRunner({ yes: false }).runner, "t", join(home, "proj"), { homes: [home], interactive: false });
+    await approveSensitive(fakeRunner({ yes: false, interactive: true, ask: async () => "yes\n" }).runner, "t", p, { homes: [home] });
+    await expect(approveSensitive(fakeRunner({ yes: false, interactive: true, ask: async () => "y" }).runner, "t", p, { homes: [home] })).rejects.toThrow(/refusing/);
+    await expect(approveSensitive(fakeRunner({ yes: false, interactive: false }).runner, "t", p, { homes: [home] })).rejects.toMatchObject({ exitCode: EXIT.USAGE });
+    await approveSensitive(fakeRunner({ yes: false, interactive: false }).runner, "t", join(home, "proj"), { homes: [home] });
   });
 });
 
@@ -235,8 +235,9 @@ describe("host binds", () => {
   test("unbind: umount when mounted", () => {
     const v = vm();
     const t = join(exportRoot(v), shareToken("/p"));
-    expect(hostUnbindPlan(v, att("/p"), new Map([[t, entry(t)]]))).toEqual([{ kind: "run", argv: ["umount", t], privileged: true }]);
-    expect(hostUnbindPlan(v, att("/p"), new Map())).toEqual([]);
+    expect(hostUnbindPlan(v, att("/p"), new Map([[t, entry(t)]]), () => false)).toEqual([{ kind: "run", argv: ["umount", t], privileged: true }]);
+    expect(hostUnbindPlan(v, att("/p"), new Map(), () => false)).toEqual([]);
+    expect(hostUnbindPlan(v, att("/p"), new Map(), (p) => p === t)).toEqual([{ kind: "run", argv: ["rmdir", t], privileged: true }]);
   });
   test("before vm.dir is removed every mount under it is unmounted, deepest first; a survivor refuses the delete", async () => {
     const v = vm();
@@ -323,10 +324,10 @@ describe("guest fstab and scripts", () => {
 
 describe("guest user ids", () => {
   test("SUDO_UID/SUDO_GID win; else the process ids when not root", () => {
-    expect(guestIds(vm(), { SUDO_UID: "1234", SUDO_GID: "99" })).toEqual({ uid: 1234, gid: 99 });
-    expect(guestIds(vm(), { SUDO_UID: "1234" })).toEqual({ uid: 1234, gid: 1234 });
-    if (process.getuid?.() !== 0) expect(guestIds(vm(), {})).toEqual({ uid: process.getuid!(), gid: process.getgid!() });
-    else expect(guestIds({ ...vm(), attachments: [] }, {})).toEqual({});
+    expect(guestIds(vm(), testHost({ env: { SUDO_UID: "1234", SUDO_GID: "99" } }))).toEqual({ uid: 1234, gid: 99 });
+    expect(guestIds(vm(), testHost({ env: { SUDO_UID: "1234" } }))).toEqual({ uid: 1234, gid: 1234 });
+    expect(guestIds(vm(), testHost({ env: {}, uid: 1000, gid: 100 }))).toEqual({ uid: 1000, gid: 100 });
+    expect(guestIds({ ...vm(), attachments: [] }, testHost({ env: {}, uid: 0, gid: 0 }))).toEqual({});
   });
 });
 

@@ -5,7 +5,8 @@ import { join } from "node:path";
 import { fakeRunner, type FakeBackend } from "./helpers/fake-runner.ts";
 import type { StoreDoc, Vm } from "../lib/config/model.ts";
 import { resolveVm } from "../lib/config/resolve.ts";
-import { ensureVm, instanceId, overlayArgv, planDomain, VmHost } from "../lib/vm/create.ts";
+import { ensureVm, instanceId, overlayArgv, planDomain } from "../lib/vm/create.ts";
+import { realHost } from "../lib/host.ts";
 import { startVm, Clock, deleteVm, stopVm, UNDEFINE_ATTEMPTS } from "../lib/vm/power.ts";
 import { vmDirProblem, vmFiles } from "../lib/vm/files.ts";
 import { accelChoice, chooseAccel, probeAccel } from "../lib/accel.ts";
@@ -51,13 +52,6 @@ function setup(o: { kernel?: boolean; cached?: boolean } = {}) {
   };
   vm = resolveVm(doc);
 }
-
-const host = (over: Partial<VmHost> = {}): VmHost => ({
-  probe: () => ({ kvmUsable: false, kvmWhy: "/dev/kvm does not exist", cpuVirt: false }),
-  exists: existsSync,
-  untraversable: () => null,
-  ...over,
-});
 
 /** A clock that moves only when slept on: timeouts are tested without waiting. */
 function fakeClock(): Clock & { t: number } {
@@ -151,9 +145,9 @@ describe("accel", () => {
     const d = mkdtempSync(join(tmpdir(), "aivm-accel-"));
     writeFileSync(join(d, "kvm"), "");
     writeFileSync(join(d, "cpuinfo"), "processor\t: 0\nflags\t\t: fpu vme svm sse\n");
-    expect(probeAccel(join(d, "kvm"), join(d, "cpuinfo"))).toEqual({ kvmUsable: true, kvmWhy: undefined, cpuVirt: true });
+    expect(probeAccel(realHost, join(d, "kvm"), join(d, "cpuinfo"))).toEqual({ kvmUsable: true, cpuVirt: true });
     writeFileSync(join(d, "cpuinfo"), "flags\t\t: fpu vme hypervisor\n");
-    const p = probeAccel(join(d, "nokvm"), join(d, "cpuinfo"));
+    const p = probeAccel(realHost, join(d, "nokvm"), join(d, "cpuinfo"));
     expect(p.kvmUsable).toBe(false);
     expect(p.kvmWhy).toContain("does not exist");
     expect(p.cpuVirt).toBe(false);
@@ -217,7 +211,7 @@ describe("ensureVm", () => {
     const { runner, fake } = fakeRunner();
     scriptCreate(fake);
     const f = vmFiles(vm);
-    expect(await ensureVm(runner, vm, host())).toBe("created");
+    expect(await ensureVm(runner, vm)).toBe("created");
     const cmds = fake.commands();
     expect(cmds[0]).toBe(`${V.join(" ")} domuuid box`);
     expect(cmds).toContain(`install -d -m 0755 ${f.dir}`);
@@ -243,7 +237,7 @@ describe("ensureVm", () => {
     setup({ kernel: true });
     const { runner, fake } = fakeRunner();
     scriptCreate(fake);
-    await ensureVm(runner, vm, host());
+    await ensureVm(runner, vm);
     const xml = fake.calls.find((c) => c.argv?.includes("define"))!.input!;
     expect(xml).toContain(`<kernel>${join(root, "images", SHA + ".vmlinuz")}</kernel>`);
     expect(xml).not.toContain("<loader");
@@ -252,16 +246,16 @@ describe("ensureVm", () => {
   test("an existing domain with an intact directory is unchanged: only reads", async () => {
     const { runner, fake } = fakeRunner();
     scriptCreate(fake);
-    await ensureVm(runner, vm, host());
+    await ensureVm(runner, vm);
     fake.calls.length = 0;
-    expect(await ensureVm(runner, vm, host())).toBe("unchanged");
+    expect(await ensureVm(runner, vm)).toBe("unchanged");
     expect(fake.commands()).toEqual([`${V.join(" ")} domuuid box`]);
   });
 
   test("a failing define removes the new directory and leaves no domain", async () => {
     const { runner, fake } = fakeRunner();
     scriptCreate(fake, { define: "fail" });
-    await expect(ensureVm(runner, vm, host())).rejects.toThrow(/XML error/);
+    await expect(ensureVm(runner, vm)).rejects.toThrow(/XML error/);
     expect(existsSync(vm.dir)).toBe(false);
     expect(fake.commands().some((c) => c.includes(" undefine "))).toBe(false);
   });
@@ -269,7 +263,7 @@ describe("ensureVm", () => {
   test("a domain that appeared despite the error is undefined again", async () => {
     const { runner, fake } = fakeRunner();
     scriptCreate(fake, { define: "fail-but-defined" });
-    await expect(ensureVm(runner, vm, host())).rejects.toThrow();
+    await expect(ensureVm(runner, vm)).rejects.toThrow();
     expect(fake.commands()).toContain(`${V.join(" ")} undefine box --nvram`);
     expect(existsSync(vm.dir)).toBe(false);
   });
@@ -281,7 +275,7 @@ describe("ensureVm", () => {
     mkdirSync(f.dir, { recursive: true });
     writeFileSync(f.disk, "guest data");
     scriptCreate(fake, { define: "fail" });
-    await expect(ensureVm(runner, vm, host())).rejects.toThrow();
+    await expect(ensureVm(runner, vm)).rejects.toThrow();
     expect(readFileSync(f.disk, "utf8")).toBe("guest data");
     expect(existsSync(f.hostKey)).toBe(false);
     expect(existsSync(f.seed)).toBe(false);
@@ -292,7 +286,7 @@ describe("ensureVm", () => {
     setup({ cached: false });
     const { runner, fake } = fakeRunner();
     scriptCreate(fake);
-    await expect(ensureVm(runner, vm, host())).rejects.toThrow(/image not cached: run aivm image fetch/);
+    await expect(ensureVm(runner, vm)).rejects.toThrow(/image not cached: run aivm image fetch/);
     expect(existsSync(vm.dir)).toBe(false);
     expect(fake.commands()).toEqual([`${V.join(" ")} domuuid box`]);
   });
@@ -301,7 +295,7 @@ describe("ensureVm", () => {
     const { runner, fake } = fakeRunner();
     scriptCreate(fake);
     fake.on([...V, "domuuid", "box"], { stdout: UUID + "\n" });
-    expect(await ensureVm(runner, vm, host())).toBe("created");
+    expect(await ensureVm(runner, vm)).toBe("created");
     const xml = fake.calls.find((c) => c.argv?.includes("define"))!.input!;
     expect(xml).toContain(`<uuid>${UUID}</uuid>`);
     expect(stderr).toContain("incomplete");
@@ -310,11 +304,11 @@ describe("ensureVm", () => {
   test("stale: the directory exists but the domain is gone -> disk and key kept, defined afresh", async () => {
     const { runner, fake } = fakeRunner();
     scriptCreate(fake);
-    await ensureVm(runner, vm, host());
+    await ensureVm(runner, vm);
     const key = readFileSync(vmFiles(vm).hostKey, "utf8");
     fake.calls.length = 0;
     scriptCreate(fake); // the domain is gone
-    expect(await ensureVm(runner, vm, host())).toBe("created");
+    expect(await ensureVm(runner, vm)).toBe("created");
     const cmds = fake.commands();
     expect(cmds.some((c) => c.startsWith("qemu-img") || c.startsWith("ssh-keygen"))).toBe(false);
     expect(cmds.at(-1)).toContain("define /dev/stdin");
@@ -324,7 +318,7 @@ describe("ensureVm", () => {
   test("--dry-run prints every change and makes none", async () => {
     const { runner, fake, printed } = fakeRunner({ dryRun: true });
     scriptCreate(fake);
-    expect(await ensureVm(runner, vm, host())).toBe("created");
+    expect(await ensureVm(runner, vm)).toBe("created");
     expect(fake.commands()).toEqual([`${V.join(" ")} domuuid box`]);
     expect(fake.calls.filter((c) => c.kind !== "exec")).toEqual([]);
     expect(existsSync(vm.dir)).toBe(false);
@@ -337,7 +331,7 @@ describe("ensureVm", () => {
 
   test("a VM dir outside vm_root is refused before anything runs", async () => {
     const { runner, fake } = fakeRunner();
-    await expect(ensureVm(runner, { ...vm, dir: "/etc/box" }, host())).rejects.toThrow(/not strictly inside/);
+    await expect(ensureVm(runner, { ...vm, dir: "/etc/box" })).rejects.toThrow(/not strictly inside/);
     expect(fake.calls).toEqual([]);
   });
 });

@@ -19,6 +19,8 @@ export const dryRunArg = { "dry-run": { type: "boolean", description: "print eve
 export const yesArg = { yes: { type: "boolean", alias: "y", description: "approve every step without asking" } } as const satisfies ArgsDef;
 
 export const readArgs = { ...globalArgs, ...jsonArg } as const satisfies ArgsDef;
+/** What may be typed before the command words (`aivm --config F vm up`). */
+export const rootArgs = { ...globalArgs, ...vmArg } as const satisfies ArgsDef;
 export const mutateArgs = { ...globalArgs, ...dryRunArg, ...yesArg } as const satisfies ArgsDef;
 
 export interface Ctx {

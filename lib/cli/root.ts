@@ -1,5 +1,5 @@
-// The root command: lazily loaded groups. Kept out of bin/aivm.ts so commands (completion) can walk the tree
-// without importing the entry module while it is still running main().
+// The root command: every group lazily loaded (a command pays only for its own modules). Kept out of bin/aivm.ts
+// so tests can walk the tree without running main().
 import { defineCommand, type CommandDef } from "citty";
 import pkg from "../../package.json" with { type: "json" };
 
@@ -15,15 +15,14 @@ export const root = defineCommand({
     vm: lazy(() => import("./vm.ts")),
     share: lazy(() => import("./share.ts")),
     "ssh-config": lazy(() => import("./ssh-config.ts")),
-    up: () => import("./session.ts").then((m) => m.up),
+    up: lazy(() => import("./up.ts")),
     code: () => import("./session.ts").then((m) => m.code),
     ssh: () => import("./session.ts").then((m) => m.ssh),
-    status: () => import("./status.ts").then((m) => m.status),
-    list: () => import("./status.ts").then((m) => m.list),
-    doctor: () => import("./status.ts").then((m) => m.doctor),
-    host: () => import("./status.ts").then((m) => m.host),
-    help: () => import("./status.ts").then((m) => m.help),
-    completion: () => import("./status.ts").then((m) => m.completion),
+    status: lazy(() => import("./status.ts")),
+    list: lazy(() => import("./list.ts")),
+    doctor: lazy(() => import("./doctor.ts")),
+    host: lazy(() => import("./host.ts")),
+    help: lazy(() => import("./help.ts")),
+    completion: lazy(() => import("./completion.ts")),
   },
 });
-

@@ -1,67 +1,26 @@
-
-import { existsSync, readFileSync } from "node:fs";
-import { afterDashDash, context, globalArgs, mutateArgs, readArgs, vmArg, type Ctx } from "./_shared.ts";
+// aivm vm create|up|down|restart|delete|list|status|ip|wait|ssh|xml|cloud-init|console-log|update
 import type { Vm } from "../config/model.ts";
-import { recordVm, resolveVm, vmNames } from "../config/resolve.ts";
-import { updateStore } from "../config/store.ts";
-import { domainState } from "../libvirt/virsh.ts";
-import { AivmError, EXIT, PassThroughExit, UsageError } from "../errors.ts";
-import { applyFirewall } from "../fw.ts";
-import { deleteVm, startVm, stopVm } from "../vm/power.ts";
-import { group, leaf } from "./command.ts";
-import { ensureVm, PLACEHOLDER_HOST_KEY, planDomain, realHost, seedDocuments } from "../vm/create.ts";
-import { removeSshConfig, sshArgv } from "../ssh-config.ts";
-import { vmIp, vmStatus, waitVm } from "../vm/ip.ts";
-import { out, outJson } from "../log.ts";
+import { resolveVm } from "../config/resolve.ts";
+import { PassThroughExit, UsageError } from "../errors.ts";
+import { listVms } from "../flows/list.ts";
+import { vmCreate, vmDelete, vmDown, vmRestart, vmUp, type VmUpResult } from "../flows/power.ts";
+import { vmUpdate } from "../flows/vm-update.ts";
 import { cachedImage } from "../image.ts";
-import { chooseAccel, probeAccel } from "../accel.ts";
-import { renderDomainXml } from "../domain.ts";
-import { vmFiles, withVmLock } from "../vm/files.ts";
-import { log } from "../log.ts";
-import { describePlan, planUpdate, RESTART_POLICIES } from "../vm/update-plan.ts";
-import { applyUpdate, updateFacts } from "../flows/vm-update.ts";
+import { log, out, outJson } from "../log.ts";
+import { sshArgv } from "../ssh-config.ts";
+import { previewDomain, previewSeed, SEED_PARTS, type SeedPart } from "../vm/create.ts";
+import { readConsoleLog } from "../vm/files.ts";
+import { requireIp, vmStatus, waitVm } from "../vm/ip.ts";
+import { RESTART_POLICIES, type RestartPolicy } from "../vm/update-plan.ts";
+import { afterDashDash, context, globalArgs, mutateArgs, readArgs, vmArg, type Ctx } from "./_shared.ts";
+import { group, leaf } from "./command.ts";
 
 const m = { ...mutateArgs, ...vmArg } as const;
-
 const r = { ...readArgs, ...vmArg } as const;
-
-const PARTS = ["user-data", "meta-data", "network-config"] as const;
 
 function target(args: Record<string, any>): { ctx: Ctx; vm: Vm } {
   const ctx = context(args);
   return { ctx, vm: resolveVm(ctx.store.doc, args.vm as string | undefined) };
-}
-
-/** A VM synthesized from [defaults] is recorded in [[vms]] once it exists. */
-function record(ctx: Ctx, vm: Vm): void {
-  if (vm.recorded) return;
-  const { wrote } = updateStore(ctx.configPath, (d) => recordVm(d, vm), { dryRun: ctx.dryRun });
-  if (wrote) log.info(`recorded ${vm.name} in ${ctx.configPath}`);
-}
-
-async function up(ctx: Ctx, vm: Vm): Promise<void> {
-  // read first: an unreachable libvirtd or a VM never created changes nothing (not even the firewall)
-  if ((await domainState(ctx.runner, vm.paths.libvirtUri, vm.name)) === "absent") {
-    throw new AivmError(`vm up ${vm.name}`, "not created: run aivm vm create (or aivm up)");
-  }
-  const fw = await applyFirewall(ctx.runner, vm.network);
-  if (fw === "applied" && !ctx.dryRun) log.info(`firewall for ${vm.network.name}: applied`);
-  const s = await startVm(ctx.runner, vm);
-  record(ctx, vm);
-  if (!ctx.dryRun) log.info(s === "unchanged" ? `${vm.name} is already running; nothing changed` : `${vm.name}: ${s}`);
-}
-
-async function down(ctx: Ctx, vm: Vm): Promise<void> {
-  const s = await stopVm(ctx.runner, vm);
-  if (!ctx.dryRun) log.info(s === "unchanged" ? `${vm.name} is not running; nothing changed` : s === "forced" ? `${vm.name}: forced off` : `${vm.name}: shut down`);
-}
-
-/** Why a running VM has no address we can use, as an error. */
-async function noIp(ctx: Ctx, vm: Vm): Promise<never> {
-  const s = await domainState(ctx.runner, vm.paths.libvirtUri, vm.name);
-  if (s === "absent") throw new AivmError(`vm ${vm.name}`, "not created: run aivm vm create");
-  if (s !== "running") throw new AivmError(`vm ${vm.name}`, `the VM is ${s}, so it has no IP address`, EXIT.FAILED, "start it with `aivm vm up`");
-  throw new AivmError(`vm ${vm.name}`, "no IP address yet (no DHCP lease)", EXIT.FAILED, "wait for it with `aivm vm ip --wait` or `aivm vm wait`");
 }
 
 function timeoutArg(v: unknown): number | undefined {
@@ -71,6 +30,15 @@ function timeoutArg(v: unknown): number | undefined {
   return n;
 }
 
+function logUpResult(ctx: Ctx, vm: Vm, r: VmUpResult): void {
+  if (ctx.dryRun) return;
+  if (r.firewall === "applied") log.info(`firewall for ${vm.network.name}: applied`);
+  if (r.recorded) log.info(`recorded ${vm.name} in ${ctx.configPath}`);
+  log.info(r.state === "unchanged" ? `${vm.name} is already running; nothing changed` : `${vm.name}: ${r.state}`);
+}
+
+const downWord = (s: string, vm: Vm) => (s === "unchanged" ? `${vm.name} is not running; nothing changed` : s === "forced" ? `${vm.name}: forced off` : `${vm.name}: shut down`);
+
 export default group("vm", "VM lifecycle", {
   create: leaf({
     name: "create",
@@ -78,11 +46,10 @@ export default group("vm", "VM lifecycle", {
     args: m,
     run: async ({ args }) => {
       const { ctx, vm } = target(args);
-      await withVmLock(vm, async () => {
-        const s = await ensureVm(ctx.runner, vm);
-        record(ctx, vm);
-        if (!ctx.dryRun) log.info(s === "unchanged" ? `${vm.name} already exists; nothing changed` : `${vm.name}: created in ${vm.dir}`);
-      });
+      const res = await vmCreate(ctx.runner, ctx.configPath, vm);
+      if (ctx.dryRun) return;
+      if (res.recorded) log.info(`recorded ${vm.name} in ${ctx.configPath}`);
+      log.info(res.vm === "unchanged" ? `${vm.name} already exists; nothing changed` : `${vm.name}: created in ${vm.dir}`);
     },
   }),
   up: leaf({
@@ -91,7 +58,7 @@ export default group("vm", "VM lifecycle", {
     args: m,
     run: async ({ args }) => {
       const { ctx, vm } = target(args);
-      await withVmLock(vm, () => up(ctx, vm));
+      logUpResult(ctx, vm, await vmUp(ctx.runner, ctx.configPath, vm));
     },
   }),
   down: leaf({
@@ -100,7 +67,8 @@ export default group("vm", "VM lifecycle", {
     args: m,
     run: async ({ args }) => {
       const { ctx, vm } = target(args);
-      await withVmLock(vm, () => down(ctx, vm));
+      const s = await vmDown(ctx.runner, vm);
+      if (!ctx.dryRun) log.info(downWord(s, vm));
     },
   }),
   restart: leaf({
@@ -109,10 +77,9 @@ export default group("vm", "VM lifecycle", {
     args: m,
     run: async ({ args }) => {
       const { ctx, vm } = target(args);
-      await withVmLock(vm, async () => {
-        await down(ctx, vm);
-        await up(ctx, vm);
-      });
+      const res = await vmRestart(ctx.runner, ctx.configPath, vm);
+      if (!ctx.dryRun) log.info(downWord(res.down, vm));
+      logUpResult(ctx, vm, res.up);
     },
   }),
   delete: leaf({
@@ -121,17 +88,11 @@ export default group("vm", "VM lifecycle", {
     args: m,
     run: async ({ args }) => {
       const { ctx, vm } = target(args);
-      await withVmLock(vm, async () => {
-        const s = await deleteVm(ctx.runner, vm);
-        if (s === "deleted" && !ctx.dryRun) log.info(`${vm.name}: deleted (domain and ${vm.dir})`);
-        // forget the VM: its store record (with its attachments) and its ~/.ssh/config block; host folders stay
-        const { wrote, store } = updateStore(ctx.configPath, (d) => ({ ...d, vms: (d.vms ?? []).filter((v) => v.name !== vm.name) }), { dryRun: ctx.dryRun });
-        if (wrote) log.info(`${vm.name}: removed from ${ctx.configPath}`);
-        await removeSshConfig(ctx.runner, vm);
-        if (vm.recorded && !(store.doc.vms ?? []).some((v) => v.network === vm.network.name)) {
-          log.info(`network ${vm.network.name} is used by no VM now; \`aivm fw remove ${vm.network.name}\` and \`aivm net destroy ${vm.network.name}\` remove it`);
-        }
-      });
+      const res = await vmDelete(ctx.runner, ctx.configPath, vm);
+      if (ctx.dryRun) return;
+      log.info(res.vm === "deleted" ? `${vm.name}: deleted (domain and ${vm.dir})` : `${vm.name} does not exist; nothing to delete`);
+      if (res.forgotten) log.info(`${vm.name}: removed from ${ctx.configPath}`);
+      if (res.networkUnused) log.info(`network ${vm.network.name} is used by no VM now; \`aivm fw remove ${vm.network.name}\` and \`aivm net destroy ${vm.network.name}\` remove it`);
     },
   }),
   list: leaf({
@@ -140,8 +101,7 @@ export default group("vm", "VM lifecycle", {
     args: readArgs,
     run: async ({ args }) => {
       const ctx = context(args);
-      const rows = [];
-      for (const n of vmNames(ctx.store.doc)) rows.push(await vmStatus(ctx.runner, resolveVm(ctx.store.doc, n)));
+      const rows = await listVms(ctx.runner, ctx.store.doc);
       if (ctx.json) return outJson(rows);
       out(rows.map((s) => `${s.name}\t${s.state}\t${s.network}\t${s.ip ?? "-"}`).join("\n"));
     },
@@ -172,9 +132,7 @@ export default group("vm", "VM lifecycle", {
     args: { ...r, wait: { type: "boolean", description: "wait for the DHCP lease (up to wait_timeout_s)" } },
     run: async ({ args }) => {
       const { ctx, vm } = target(args);
-      const ip = args.wait ? (await waitVm(ctx.runner, vm, { until: "ip" })).ip : await vmIp(ctx.runner, vm);
-      if (!ip) await noIp(ctx, vm);
-      out(ip!);
+      out(args.wait ? (await waitVm(ctx.runner, vm, { until: "ip" })).ip : await requireIp(ctx.runner, vm));
     },
   }),
   wait: leaf({
@@ -184,8 +142,7 @@ export default group("vm", "VM lifecycle", {
     run: async ({ args }) => {
       const timeoutS = timeoutArg(args.timeout);
       const { ctx, vm } = target(args);
-      const { ip } = await waitVm(ctx.runner, vm, { timeoutS });
-      out(ip);
+      out((await waitVm(ctx.runner, vm, { timeoutS })).ip);
     },
   }),
   ssh: leaf({
@@ -195,9 +152,8 @@ export default group("vm", "VM lifecycle", {
     run: async ({ args, rawArgs }) => {
       const { ctx, vm } = target(args);
       const command = afterDashDash(rawArgs);
-      const ip = (await vmIp(ctx.runner, vm)) ?? (await noIp(ctx, vm));
-      const argv = sshArgv(vm, ip, command.length ? { command } : { tty: true });
-      const res = await ctx.runner.exec(argv, { inherit: true, nothrow: true });
+      const ip = await requireIp(ctx.runner, vm);
+      const res = await ctx.runner.exec(sshArgv(vm, ip, command.length ? { command } : { tty: true }), { inherit: true, nothrow: true });
       if (res.exitCode !== 0) throw new PassThroughExit(res.exitCode);
     },
   }),
@@ -206,9 +162,8 @@ export default group("vm", "VM lifecycle", {
     description: "print the domain XML (no libvirtd needed)",
     args: { ...globalArgs, ...vmArg },
     run: ({ args }) => {
-      const { vm } = target(args);
-      const type = chooseAccel(vm.accel, probeAccel());
-      out(renderDomainXml(planDomain(vm, { type, image: cachedImage(vm.paths, vm.image.sha256), exists: realHost.exists })));
+      const { ctx, vm } = target(args);
+      out(previewDomain(ctx.runner, vm));
     },
   }),
   "cloud-init": leaf({
@@ -217,39 +172,16 @@ export default group("vm", "VM lifecycle", {
     args: { ...globalArgs, ...vmArg, part: { type: "string", description: "user-data | meta-data | network-config", default: "user-data" } },
     run: ({ args }) => {
       const part = String(args.part ?? "user-data");
-      if (!(PARTS as readonly string[]).includes(part)) throw new UsageError("--part", `${JSON.stringify(part)} is not one of ${PARTS.join(", ")}`);
-      const { vm } = target(args);
-      const f = vmFiles(vm);
-      const read = (p: string) => (existsSync(p) ? readFileSync(p, "utf8") : null);
-      const priv = read(f.hostKey);
-      const pub = read(f.hostKeyPub);
-      const authorizedKey = read(vm.paths.sshPubkey);
-      if (!(priv && pub) && part !== "network-config") log.warn(`${vm.name} has no host key yet (\`aivm vm create\` generates it): this preview shows a placeholder in its place`);
-      if (!authorizedKey && part === "user-data") log.warn(`no SSH public key at ${vm.paths.sshPubkey}: this preview shows a placeholder in its place`);
-      const docs = seedDocuments(vm, {
-        authorizedKey: authorizedKey ?? "ssh-ed25519 PLACEHOLDER-your-key",
-        hostKey: priv && pub ? { privateKey: priv, publicKey: pub.trim() } : PLACEHOLDER_HOST_KEY,
-      });
-      out(docs[part as (typeof PARTS)[number]]);
+      if (!(SEED_PARTS as readonly string[]).includes(part)) throw new UsageError("--part", `${JSON.stringify(part)} is not one of ${SEED_PARTS.join(", ")}`);
+      const { ctx, vm } = target(args);
+      out(previewSeed(ctx.runner, vm, part as SeedPart));
     },
   }),
   "console-log": leaf({
     name: "console-log",
     description: "print the serial console log",
     args: { ...globalArgs, ...vmArg },
-    run: ({ args }) => {
-      const { vm } = target(args);
-      const path = vmFiles(vm).consoleLog;
-      let text: string;
-      try {
-        text = readFileSync(path, "utf8");
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === "ENOENT") throw new AivmError(`vm console-log ${vm.name}`, `no console log at ${path}`, EXIT.FAILED, "it appears when the VM first starts: `aivm vm up`");
-        throw new AivmError(`vm console-log ${vm.name}`, `cannot read ${path}: ${code ?? (e as Error).message}`, EXIT.FAILED, code === "EACCES" ? "libvirt writes it as root: re-run with sudo" : undefined);
-      }
-      out(text);
-    },
+    run: ({ args }) => out(readConsoleLog(target(args).vm)),
   }),
   update: leaf({
     name: "update",
@@ -259,16 +191,12 @@ export default group("vm", "VM lifecycle", {
       const policy = String(args.restart ?? "auto");
       if (!(RESTART_POLICIES as string[]).includes(policy)) throw new UsageError("vm update --restart", `${policy} is not one of: ${RESTART_POLICIES.join(", ")}`);
       const { ctx, vm } = target(args);
-      await withVmLock(vm, async () => {
-        const plan = planUpdate(vm, await updateFacts(ctx.runner, vm));
-        for (const l of describePlan(plan)) log.info(l);
-        const res = await applyUpdate(ctx.runner, vm, plan, { restart: policy as "auto" | "always" | "never" });
-        if (ctx.dryRun) return;
-        if (res.applied.length) log.info(`${vm.name}: updated ${res.applied.join(", ")}`);
-        if (res.fsGrown) log.info(`${vm.name}: the guest's root filesystem was grown to the new disk size`);
-        if (res.restarted) log.info(`${vm.name}: restarted; wait for it with \`aivm vm wait\``);
-        if (res.restartPending) log.warn(`${vm.name}: a restart is pending for the changes to take effect: run \`aivm vm restart${(ctx.store.doc.vms ?? []).length > 1 ? ` --vm ${vm.name}` : ""}\``);
-      });
+      const res = await vmUpdate(ctx.runner, vm, policy as RestartPolicy, (lines) => lines.forEach((l) => log.info(l)));
+      if (ctx.dryRun) return;
+      if (res.applied.length) log.info(`${vm.name}: updated ${res.applied.join(", ")}`);
+      if (res.fsGrown) log.info(`${vm.name}: the guest's root filesystem was grown to the new disk size`);
+      if (res.restarted) log.info(`${vm.name}: restarted; wait for it with \`aivm vm wait\``);
+      if (res.restartPending) log.warn(`${vm.name}: a restart is pending for the changes to take effect: run \`aivm vm restart${(ctx.store.doc.vms ?? []).length > 1 ? ` --vm ${vm.name}` : ""}\``);
     },
   }),
 });

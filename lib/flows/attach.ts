@@ -1,24 +1,29 @@
 // Attach and detach a folder: the record, the host bind or device, the guest mount, a consented restart
 // when a cold-plugged device is needed.
-import type { Runner } from "../run.ts";
-import type { AttachmentDoc, Vm } from "../config/model.ts";
+import { resolve } from "node:path";
+import { shellQuote, type Runner } from "../run.ts";
+import type { Access, AttachmentDoc, Mode, Vm } from "../config/model.ts";
 import { domainTags } from "../libvirt/parse.ts";
 import { vmFilesystems } from "../share/names.ts";
-import { AivmError, EXIT } from "../errors.ts";
+import { AivmError, EXIT, UsageError } from "../errors.ts";
 import { domainState, domainUuid, RUNNING, virshArgv, virshRead } from "../libvirt/virsh.ts";
-import { withAttachment, withoutAttachment } from "../share/input.ts";
-import { gitAttach, gitRemoteName } from "../git.ts";
+import { findAttachment, hostDir, overlapping, planAttachment, withAttachment, withoutAttachment } from "../share/input.ts";
+import { currentBranch, gitAttach, gitRemoteName, gitSyncArgv, gitTopLevel } from "../git.ts";
 import { ensureExportMount, ensureHostBind, hostUnbindPlan, readMounts, runActions, virtiofsdSees } from "../share/host-mounts.ts";
 import { guestMount, guestUnmount } from "../share/guest.ts";
 import { log } from "../log.ts";
 import { renderDomainXml } from "../domain.ts";
-import { planDomain, realHost } from "../vm/create.ts";
+import { planDomain } from "../vm/create.ts";
 import { cachedImage } from "../image.ts";
 import { waitVm } from "../vm/ip.ts";
-import { startVm, stopVm } from "../vm/power.ts";
+import { stopVm } from "../vm/power.ts";
+import { startWithBinds } from "./power.ts";
 import { updateStore } from "../config/store.ts";
 import { recordVm } from "../config/resolve.ts";
-import { upsertSshConfig } from "../ssh-config.ts";
+import { defaultSshConfigFile, upsertSshConfig } from "../ssh-config.ts";
+import { approveSensitive } from "../share/preflight.ts";
+import { withVmLock } from "../vm/files.ts";
+import type { Host } from "../host.ts";
 
 /** The tags the VM's domain lacks (its persistent definition), or null when there is no domain. */
 export async function missingTags(runner: Runner, vm: Vm): Promise<string[] | null> {
@@ -42,7 +47,7 @@ export async function redefineFilesystems(runner: Runner, vm: Vm): Promise<void>
   const cur = await virshRead(runner, uri, ["dumpxml", "--inactive", vm.name]);
   const type = /<domain\b[^>]*type=['"]kvm['"]/.test(cur.stdout) ? "kvm" : "qemu";
   const uuid = (await domainUuid(runner, uri, vm.name)) ?? undefined;
-  const xml = renderDomainXml(planDomain(vm, { type, image: cachedImage(vm.paths, vm.image.sha256), uuid, exists: realHost.exists }));
+  const xml = renderDomainXml(planDomain(vm, { type, image: cachedImage(vm.paths, vm.image.sha256), uuid, exists: (p) => runner.host.exists(p) }));
   await runner.step({
     title: `Redefine VM ${vm.name} with its virtiofs devices`,
     why: `virtiofs devices are cold-plugged: ${vmFilesystems(vm).map((f) => f.tag).join(", ")}`,
@@ -71,7 +76,7 @@ export async function restartWithDevices(runner: Runner, vm: Vm): Promise<string
   await stopVm(runner, vm);
   await redefineFilesystems(runner, vm);
   try {
-    await startVm(runner, vm);
+    await startWithBinds(runner, vm);
   } catch (e) {
     if (pciExhausted((e as Error).message)) throw new AivmError(`vm up ${vm.name}`, "no PCI slot left for another virtiofs device", EXIT.FAILED, "attach folders with --mode shared-root: they all share one device");
     throw e;
@@ -124,7 +129,7 @@ export async function attachFolder(runner: Runner, configPath: string, vm: Vm, a
   } else {
     ip = await runningIp(runner, next);
   }
-  if (att.mode === "shared-root" && !runner.dryRun && virtiofsdSees(next, att) === false) {
+  if (att.mode === "shared-root" && !runner.dryRun && virtiofsdSees(runner.host, next, att) === false) {
     throw new AivmError("share attach", `${vm.name}'s virtiofsd does not see the new bind of ${att.host_path} (its mount namespace receives no host mounts: the export root was not a shared mount when the VM started)`, EXIT.FAILED, `restart the VM once (aivm vm restart --vm ${vm.name}); the attachment is saved and mounts then`);
   }
   await guestMount(runner, next, ip, att);
@@ -156,7 +161,7 @@ export async function detachFolder(runner: Runner, configPath: string, vm: Vm, a
     // virtiofsd may still hold files in it for a moment after the guest let go (busy): retry for a few seconds
     for (let i = 0; ; i++) {
       try {
-        await runActions(runner, hostUnbindPlan(vm, att, readMounts()), `share: unbind ${att.host_path}`);
+        await runActions(runner, hostUnbindPlan(vm, att, readMounts(runner.host), (p) => runner.host.exists(p)), `share: unbind ${att.host_path}`);
         break;
       } catch (e) {
         if (i < 10 && /busy/i.test((e as Error).message)) {
@@ -176,4 +181,55 @@ export async function detachFolder(runner: Runner, configPath: string, vm: Vm, a
   if (problems.length) return { removed: false, problems };
   updateStore(configPath, (d) => withoutAttachment(d, vm.name, att.host_path), { dryRun: runner.dryRun });
   return { removed: true, problems };
+}
+
+export interface AttachRequest { dir: string; mode?: Mode; access?: Access; guestDst?: string }
+
+/**
+ * `share attach`: every input check first (nothing changes on bad input), the safety preflight, consent for an
+ * overlapping folder, then the attachment under the per-VM lock.
+ */
+export async function attach(runner: Runner, configPath: string, vm: Vm, req: AttachRequest): Promise<AttachOutcome & { saved: boolean }> {
+  let hostPath = hostDir("share attach", req.dir);
+  if ((req.mode ?? findAttachment(vm, hostPath)?.mode) === "git") hostPath = await gitTopLevel(runner, hostPath);
+  const { att, saved } = planAttachment(vm, hostPath, { mode: req.mode, access: req.access, guestDst: req.guestDst });
+  await approveSensitive(runner, "share attach", hostPath);
+  const over = overlapping(vm, hostPath);
+  if (over.length && !saved && !runner.dryRun && !(await runner.confirm("share attach", `${hostPath} overlaps ${over.map((a) => a.host_path).join(", ")} (already attached). Continue with an overlapping attachment?`))) {
+    throw new AivmError("share attach", "not approved", EXIT.FAILED);
+  }
+  const r = await withVmLock(vm, () => attachFolder(runner, configPath, vm, att), { dryRun: runner.dryRun, create: false, what: "share attach" });
+  return { ...r, saved };
+}
+
+/** A folder given to detach/sync: resolved when it exists, else taken lexically (a deleted folder can still be detached). */
+export function recordedPath(host: Host, d: string): string {
+  const abs = resolve(d);
+  return host.realpath(abs) ?? abs;
+}
+
+/** `share detach`: null when the folder is not attached (nothing to do); the record stays when a step fails. */
+export async function detach(runner: Runner, configPath: string, vm: Vm, dir: string): Promise<{ att: AttachmentDoc } | null> {
+  const p = recordedPath(runner.host, dir);
+  const att = findAttachment(vm, p);
+  if (!att && !runner.host.exists(p)) throw new UsageError("share detach", `${dir}: no such directory, and nothing attached there`);
+  if (!att) return null;
+  const r = await withVmLock(vm, () => detachFolder(runner, configPath, vm, att), { dryRun: runner.dryRun, create: false, what: "share detach" });
+  if (!r.removed) throw new AivmError("share detach", `${att.host_path}: ${r.problems.join("; ")}`, EXIT.FAILED, "the attachment record is kept; fix the cause and run detach again");
+  return { att };
+}
+
+/** `share sync`: git mode only; --push host commits to the guest clone, --pull guest commits to the host (fast-forward). */
+export async function syncFolder(runner: Runner, vm: Vm, dir: string, direction: "push" | "pull"): Promise<{ att: AttachmentDoc; branch: string }> {
+  const d = hostDir("share sync", dir);
+  const top = await gitTopLevel(runner, d).catch(() => d);
+  const att = findAttachment(vm, top) ?? findAttachment(vm, d);
+  if (!att) throw new UsageError("share sync", `${top} is not attached to ${vm.name}`, `attach it: aivm share attach --mode git ${top}`);
+  if (att.mode !== "git") throw new UsageError("share sync", `${att.host_path} is attached in ${att.mode} mode: it is live already; sync is for --mode git`);
+  const branch = await currentBranch(runner, att.host_path);
+  for (const argv of gitSyncArgv(vm, att, direction, branch)) {
+    // git's ssh finds the VM's alias in the ssh config aivm wrote (ssh itself reads the passwd home, not $HOME)
+    await runner.exec(argv, { what: `share sync --${direction}`, env: { GIT_SSH_COMMAND: `ssh -F ${shellQuote(defaultSshConfigFile())}` } });
+  }
+  return { att, branch };
 }

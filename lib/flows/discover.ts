@@ -174,7 +174,7 @@ export async function discover(
   runner: Runner,
   uri: string,
   doc: StoreDoc,
-  o: { interactive: boolean; print: (text: string) => void; save: (change: (d: StoreDoc) => StoreDoc) => void },
+  o: { print: (text: string) => void; save: (change: (d: StoreDoc) => StoreDoc) => void },
 ): Promise<DiscoverResult> {
   const found = await listUnmanaged(runner, uri, doc);
   const nets = new Map<string, LiveNetwork | null>();
@@ -188,7 +188,7 @@ export async function discover(
   }
   const importable = plans.filter((p) => p.vm);
   if (!importable.length) return result;
-  if (!runner.yes && !o.interactive) {
+  if (!runner.yes && !runner.interactive) {
     result.listedOnly = true;
     for (const p of importable) result.skipped.push({ name: p.name, why: "not imported: no terminal to ask and no --yes" });
     return result;

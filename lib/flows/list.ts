@@ -6,6 +6,7 @@ import type { StoreDoc } from "../config/model.ts";
 import { networkNames, resolveNetwork, resolvePaths, resolveVm, vmNames } from "../config/resolve.ts";
 import { virshRead } from "../libvirt/virsh.ts";
 import { parseTable } from "../libvirt/parse.ts";
+import { vmStatus, VmStatus } from "../vm/ip.ts";
 
 export interface Listing {
   libvirt: { reachable: boolean; uri: string; error?: string };
@@ -62,4 +63,11 @@ export function formatListing(l: Listing): string {
   for (const a of l.attachments) rows.push(`  ${a.host_path}  vm=${a.vm}  mode=${a.mode}  access=${a.access}  guest=${a.guest_dst}`);
   if (!l.attachments.length) rows.push("  (none)");
   return rows.join("\n");
+}
+
+/** `aivm vm list`: each VM's state, network and IP. */
+export async function listVms(runner: Runner, doc: StoreDoc): Promise<VmStatus[]> {
+  const rows: VmStatus[] = [];
+  for (const n of vmNames(doc)) rows.push(await vmStatus(runner, resolveVm(doc, n)));
+  return rows;
 }

@@ -3,31 +3,27 @@
 // ssh round trip mounts the folder if needed and runs the command. Otherwise the reconcile: bootstrap a VM when
 // there is none (with consent), then up (network, firewall, VM, wait, ssh-config), host binds, the folder attached
 // and mounted, the other saved attachments restored (warnings only).
-import { existsSync } from "node:fs";
-import { connect } from "node:net";
 import { hostname } from "node:os";
-import { join } from "node:path";
 import type { Runner } from "../run.ts";
 import type { AttachmentDoc, StoreDoc, Vm } from "../config/model.ts";
 import { cachedIp, vmFiles } from "../vm/files.ts";
-import { hostBindPlan, readMounts, restoreHostBinds } from "../share/host-mounts.ts";
+import { hostBindPlan, readMounts, restoreHostBinds, sameFile } from "../share/host-mounts.ts";
 import { containingAttachment, hostDir, overlapping, planAttachment, withAttachment } from "../share/input.ts";
 import { approveSensitive } from "../share/preflight.ts";
 import { recordVm, resolveVm } from "../config/resolve.ts";
 import { AivmError, EXIT } from "../errors.ts";
 import { loadStore, updateStore } from "../config/store.ts";
 import { attachFolder } from "./attach.ts";
-import { guestMount } from "../share/guest.ts";
-import { knownHostsLine } from "../ssh-config.ts";
+import { guestMount, sessionCommand } from "../share/guest.ts";
+import { knownHostsLine, sshArgv, upsertSshConfig } from "../ssh-config.ts";
 import { log } from "../log.ts";
 import { logUp, up } from "./up.ts";
+import { initConfig } from "./init.ts";
 
 export interface SessionCtx {
   runner: Runner;
   configPath: string;
   doc: StoreDoc;
-  /** called when there is no config yet: `config init --defaults` */
-  initConfig?: () => Promise<void>;
 }
 
 export interface Session {
@@ -40,27 +36,14 @@ export interface Session {
   cwd: string;
 }
 
-/** Does ip:port accept a TCP connection within ms? */
-export function tcpOpen(ip: string, port: number, ms = 800): Promise<boolean> {
-  return new Promise((res) => {
-    const s = connect({ host: ip, port });
-    const done = (ok: boolean) => {
-      s.destroy();
-      res(ok);
-    };
-    s.setTimeout(ms, () => done(false));
-    s.once("connect", () => done(true));
-    s.once("error", () => done(false));
-  });
-}
-
 /** The warm path's test: attachment saved, host bind in place, cached IP listening on 22. No libvirt, no sudo. */
-export async function warmIp(vm: Vm, att: AttachmentDoc | undefined, probe: (ip: string) => Promise<boolean> = (ip) => tcpOpen(ip, 22)): Promise<string | null> {
-  if (!att || !existsSync(vmFiles(vm).hostKey)) return null;
-  if (att.mode === "shared-root" && hostBindPlan(vm, att, readMounts()) !== null) return null;
+export async function warmIp(runner: Runner, vm: Vm, att: AttachmentDoc | undefined): Promise<string | null> {
+  const host = runner.host;
+  if (!att || !host.exists(vmFiles(vm).hostKey)) return null;
+  if (att.mode === "shared-root" && hostBindPlan(vm, att, readMounts(host), sameFile(host)) !== null) return null;
   const ip = cachedIp(vm);
   if (!ip) return null;
-  return (await probe(ip)) ? ip : null;
+  return (await host.tcpOpen(ip, 22, 800)) ? ip : null;
 }
 
 /** Prepare a session on DIR: the warm path when everything is in place, else the full reconcile. */
@@ -76,17 +59,17 @@ export async function prepareSession(ctx: SessionCtx, o: { dir: string; vmName?:
   let cwd = inside?.cwd;
   if (att) hostPath = att.host_path;
 
-  const ip = await warmIp(vm, att);
+  const ip = await warmIp(runner, vm, att);
   if (ip && att) return { vm, att, ip, warm: true, cwd: cwd ?? att.guest_dst };
 
   // ---- the reconcile ----
-  const fresh = !vm.recorded && !existsSync(join(vm.dir, "disk.qcow2"));
+  const fresh = !vm.recorded && !runner.host.exists(vmFiles(vm).disk);
   if (fresh) {
     if (!runner.dryRun && !(await runner.confirm(o.what, `No VM yet. Create ${vm.name} (${vm.cpus} CPUs, ${vm.memoryMib} MiB, network ${vm.network.name}) with ${hostPath} attached?`))) {
       throw new AivmError(o.what, "no VM, and creating one was not approved", EXIT.FAILED, "create one with `aivm up`");
     }
-    if (!doc.defaults && ctx.initConfig) {
-      await ctx.initConfig();
+    if (!doc.defaults) {
+      await initConfig(runner, loadStore(ctx.configPath), { defaults: true });
       doc = loadStore(ctx.configPath).doc;
       vm = resolveVm(doc, o.vmName);
     }
@@ -112,7 +95,7 @@ export async function prepareSession(ctx: SessionCtx, o: { dir: string; vmName?:
     (r) => { if (!r.mounted) throw new AivmError(o.what, `${att!.host_path}: ${r.note}`); },
   );
   for (const other of vm.attachments.filter((a) => a.host_path !== att!.host_path && a.mode !== "git")) {
-    if (!existsSync(other.host_path)) {
+    if (!runner.host.exists(other.host_path)) {
       log.warn(`saved folder ${other.host_path} is gone; not mounting it`);
       continue;
     }
@@ -146,4 +129,28 @@ export function workstationSteps(vm: Vm, ip: string, guestDst: string, hostPubli
     `code --remote ssh-remote+${vm.name} '${guestDst.replaceAll("'", `'\\''`)}'`,
     "",
   ].join("\n");
+}
+
+export type CodeOutcome = { kind: "opened"; exitCode: number } | { kind: "steps"; why: string; text: string };
+
+/**
+ * `aivm code`: the ~/.ssh/config block, the folder mounted, then VS Code Remote-SSH at the session's directory; when
+ * this host has no `code`, or aivm itself runs over SSH, the steps to connect from a workstation instead.
+ */
+export async function openInCode(runner: Runner, s: Session): Promise<CodeOutcome> {
+  await upsertSshConfig(runner, s.vm, s.ip);
+  if (s.warm) await runner.exec(sshArgv(s.vm, s.ip, { batch: true, connectTimeoutS: 10, command: sessionCommand(s.att, ["true"]) }), { what: `mount ${s.att.guest_dst} in ${s.vm.name}` });
+  const overSsh = !!runner.host.env.SSH_CONNECTION;
+  if (overSsh || !runner.host.which("code")) {
+    const why = overSsh ? "aivm runs over SSH: open the folder from your workstation" : "`code` is not on PATH here: open the folder from a workstation";
+    return { kind: "steps", why, text: workstationSteps(s.vm, s.ip, s.cwd, runner.host.readFile(vmFiles(s.vm).hostKeyPub) ?? "") };
+  }
+  const r = await runner.exec(["code", "--remote", `ssh-remote+${s.vm.name}`, s.cwd], { inherit: true, nothrow: true });
+  return { kind: "opened", exitCode: r.exitCode };
+}
+
+/** `aivm ssh`: a login shell at the session's directory, or CMD run there; the remote exit code. */
+export async function sshSession(runner: Runner, s: Session, command: string[]): Promise<number> {
+  const argv = sshArgv(s.vm, s.ip, { ...(command.length ? {} : { tty: true }), command: sessionCommand(s.att, command, s.cwd) });
+  return (await runner.exec(argv, { inherit: true, nothrow: true })).exitCode;
 }

@@ -7,7 +7,10 @@ import { mainDisk, parseBlkCapacity, parseDomainXml, type LiveDomain } from "../
 import { domainState, virshArgv, virshRead } from "../libvirt/virsh.ts";
 import type { Runner } from "../run.ts";
 import { ACTIVE, type RestartPolicy, type UpdateChange, UpdateFacts, type UpdatePlan } from "../vm/update-plan.ts";
-import { stopVm, Clock, startVm } from "../vm/power.ts";
+import { stopVm, type Clock } from "../vm/power.ts";
+import { startWithBinds } from "./power.ts";
+import { withVmLock } from "../vm/files.ts";
+import { describePlan, planUpdate } from "../vm/update-plan.ts";
 import { vmIp } from "../vm/ip.ts";
 import { sshArgv } from "../ssh-config.ts";
 import { log } from "../log.ts";
@@ -87,7 +90,7 @@ export async function applyUpdate(runner: Runner, vm: Vm, plan: UpdatePlan, o: {
       result.restarted = true;
     } else if (restart) {
       await stopVm(runner, vm, { clock: o.clock });
-      await startVm(runner, vm, { clock: o.clock });
+      await startWithBinds(runner, vm, { clock: o.clock });
       result.restarted = true;
     } else {
       result.restartPending = true;
@@ -113,4 +116,13 @@ export async function growGuestFs(runner: Runner, vm: Vm): Promise<boolean> {
     log.info(`could not grow the guest filesystem online: ${(e as Error).message}`);
   }
   return false;
+}
+
+/** `aivm vm update`: read, plan (shown on stderr), apply, under the per-VM lock. */
+export async function vmUpdate(runner: Runner, vm: Vm, policy: RestartPolicy, show: (lines: string[]) => void): Promise<UpdateResult> {
+  return withVmLock(vm, async () => {
+    const plan = planUpdate(vm, await updateFacts(runner, vm));
+    show(describePlan(plan));
+    return applyUpdate(runner, vm, plan, { restart: policy });
+  }, { dryRun: runner.dryRun, what: "vm update", create: false });
 }

@@ -184,3 +184,13 @@ export function parseDhcpRange(xml: string): { start?: string; end?: string } {
 export function domainTags(xml: string): string[] {
   return [...xml.matchAll(/<filesystem\b[\s\S]*?<target\s+dir=(['"])(.*?)\1[\s\S]*?<\/filesystem>/g)].map((m) => m[2]!.replace(/&apos;/g, "'").replace(/&quot;/g, '"').replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&"));
 }
+
+/** `virsh -q domblkinfo DOM --all` rows (target, capacity, allocation, physical) -> target -> capacity in bytes. */
+export function parseBlkinfoAll(text: string): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    const w = line.trim().split(/\s+/);
+    if (w.length >= 2 && /^\d+$/.test(w[1]!)) m.set(w[0]!, Number(w[1]));
+  }
+  return m;
+}

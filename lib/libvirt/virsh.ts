@@ -8,7 +8,7 @@ export function virshArgv(uri: string, ...args: string[]): string[] {
   return ["virsh", "-q", "-c", uri, ...args];
 }
 
-const UNREACHABLE = /failed to connect to the hypervisor|Failed to connect socket|Cannot recv data|no connection driver available/i;
+export const UNREACHABLE = /failed to connect to the hypervisor|Failed to connect socket|Cannot recv data|no connection driver available/i;
 
 function check(uri: string, r: Result): Result {
   if (r.exitCode !== 0 && UNREACHABLE.test(r.stderr)) {

@@ -1,9 +1,8 @@
 // Guest-side mounts: fstab lines, the mount/unmount scripts run as root in the guest, the session command,
 // and the guest user's ids.
-import { statSync } from "node:fs";
-import { userInfo } from "node:os";
-import { GUEST_ROOT, ROOT_TAG, safe, sharedTag, shareToken } from "./names.ts";
+import { GUEST_ROOT, ROOT_TAG, sharedTag, shareToken } from "./names.ts";
 import type { AttachmentDoc, Vm } from "../config/model.ts";
+import type { Host } from "../host.ts";
 import { shellQuote, type Runner } from "../run.ts";
 import { sshArgv } from "../ssh-config.ts";
 
@@ -123,20 +122,14 @@ export function sessionCommand(att: AttachmentDoc, command: string[], cwd: strin
  * sudo; else the process's own ids; as plain root (no host user to match), the owner of the first saved attachment
  * when it is not root; else none (the image's default).
  */
-export function guestIds(vm: Vm, env: Record<string, string | undefined> = process.env): { uid?: number; gid?: number } {
+export function guestIds(vm: Vm, host: Host): { uid?: number; gid?: number } {
   const n = (v: string | undefined) => (v && /^\d+$/.test(v) ? Number(v) : undefined);
-  const su = n(env.SUDO_UID);
-  if (su) return { uid: su, gid: n(env.SUDO_GID) ?? su };
-  const uid = process.getuid?.() ?? 0;
-  if (uid !== 0) return { uid, gid: process.getgid?.() ?? uid };
+  const su = n(host.env.SUDO_UID);
+  if (su) return { uid: su, gid: n(host.env.SUDO_GID) ?? su };
+  if (host.uid !== 0) return { uid: host.uid, gid: host.gid };
   for (const a of vm.attachments) {
-    const st = safe(() => statSync(a.host_path));
+    const st = host.stat(a.host_path);
     if (st && st.uid !== 0) return { uid: st.uid, gid: st.gid };
   }
   return {};
-}
-
-/** For messages: who the host user is. */
-export function hostUserName(): string {
-  return process.env.SUDO_USER || safe(() => userInfo().username) || "you";
 }

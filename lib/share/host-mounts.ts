@@ -1,9 +1,9 @@
 // Host-side mounts of shared folders: the export root as a shared mount, read-only and read-write binds,
 // what virtiofsd sees, and releasing every mount under a VM directory.
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { exportRoot, safe, shareToken, stageRoot, within } from "./names.ts";
+import { exportRoot, shareToken, stageRoot, within } from "./names.ts";
 import type { AttachmentDoc, Vm } from "../config/model.ts";
+import type { Host } from "../host.ts";
 import { shellQuote, Action, type Runner } from "../run.ts";
 import { AivmError, EXIT } from "../errors.ts";
 import { log } from "../log.ts";
@@ -28,8 +28,8 @@ export function parseMountinfo(text: string): Map<string, MountEntry> {
   return map;
 }
 
-export function readMounts(): Map<string, MountEntry> {
-  return parseMountinfo(safe(() => readFileSync("/proc/self/mountinfo", "utf8")) ?? "");
+export function readMounts(host: Host): Map<string, MountEntry> {
+  return parseMountinfo(host.readFile("/proc/self/mountinfo") ?? "");
 }
 
 const isRo = (m: MountEntry) => m.options.split(",").includes("ro");
@@ -37,9 +37,9 @@ const isRo = (m: MountEntry) => m.options.split(",").includes("ro");
 /** Same file (device and inode)? */
 export type SameFile = (a: string, b: string) => boolean;
 
-export const sameFile: SameFile = (a, b) => {
-  const x = safe(() => statSync(a));
-  const y = safe(() => statSync(b));
+export const sameFile = (host: Host): SameFile => (a, b) => {
+  const x = host.stat(a);
+  const y = host.stat(b);
   return !!x && !!y && x.dev === y.dev && x.ino === y.ino;
 };
 
@@ -62,7 +62,7 @@ export function exportMountPlan(vm: Vm, mounts: Map<string, MountEntry>): Action
  * the ro flag, so virtiofsd's copy is read-only from its first moment.
  * `null`: the right bind is already there. A wrong mount on the target is replaced.
  */
-export function hostBindPlan(vm: Vm, att: AttachmentDoc, mounts: Map<string, MountEntry>, same: SameFile = sameFile): Action[] | null {
+export function hostBindPlan(vm: Vm, att: AttachmentDoc, mounts: Map<string, MountEntry>, same: SameFile): Action[] | null {
   const target = join(exportRoot(vm), shareToken(att.host_path));
   const m = mounts.get(target);
   if (m && same(target, att.host_path) && isRo(m) === (att.access === "ro")) return null;
@@ -86,12 +86,12 @@ export function hostBindPlan(vm: Vm, att: AttachmentDoc, mounts: Map<string, Mou
 }
 
 /** The pids of the virtiofsd processes serving this VM's export root (from /proc; empty when none or not visible). */
-export function virtiofsdPids(vm: Vm, proc = "/proc"): number[] {
+export function virtiofsdPids(host: Host, vm: Vm, proc = "/proc"): number[] {
   const want = `source=${exportRoot(vm)}`;
   const pids: number[] = [];
-  for (const d of safe(() => readdirSync(proc)) ?? []) {
+  for (const d of host.readDir(proc) ?? []) {
     if (!/^\d+$/.test(d)) continue;
-    const cmd = safe(() => readFileSync(join(proc, d, "cmdline"), "utf8"))?.split("\0") ?? [];
+    const cmd = host.readFile(join(proc, d, "cmdline"))?.split("\0") ?? [];
     if (cmd[0]?.endsWith("virtiofsd") && cmd.some((a) => a === want || a.endsWith(want) || a.includes(`${want},`))) pids.push(Number(d));
   }
   return pids;
@@ -101,21 +101,21 @@ export function virtiofsdPids(vm: Vm, proc = "/proc"): number[] {
  * Does the running virtiofsd see the folder at <export>/<token>? It lives in its own mount namespace: a bind made
  * after it started reaches it only when the export root was a shared mount before it started. null: cannot tell.
  */
-export function virtiofsdSees(vm: Vm, att: AttachmentDoc, proc = "/proc"): boolean | null {
-  const pids = virtiofsdPids(vm, proc);
+export function virtiofsdSees(host: Host, vm: Vm, att: AttachmentDoc, proc = "/proc"): boolean | null {
+  const pids = virtiofsdPids(host, vm, proc);
   if (!pids.length) return null;
-  const seen = safe(() => statSync(join(proc, String(pids[pids.length - 1]), "root", shareToken(att.host_path))));
-  const host = safe(() => statSync(att.host_path));
-  if (!seen || !host) return seen ? null : false;
-  return seen.dev === host.dev && seen.ino === host.ino;
+  const seen = host.stat(join(proc, String(pids[pids.length - 1]), "root", shareToken(att.host_path)));
+  const mine = host.stat(att.host_path);
+  if (!seen || !mine) return seen ? null : false;
+  return seen.dev === mine.dev && seen.ino === mine.ino;
 }
 
 /** Undo the host bind: unmount (if mounted) and remove the empty mount point. */
-export function hostUnbindPlan(vm: Vm, att: AttachmentDoc, mounts: Map<string, MountEntry>): Action[] {
+export function hostUnbindPlan(vm: Vm, att: AttachmentDoc, mounts: Map<string, MountEntry>, exists: (p: string) => boolean): Action[] {
   const target = join(exportRoot(vm), shareToken(att.host_path));
   const actions: Action[] = [];
   if (mounts.has(target)) actions.push({ kind: "run", argv: ["umount", target], privileged: true });
-  if (existsSync(target)) actions.push({ kind: "run", argv: ["rmdir", target], privileged: true });
+  if (exists(target)) actions.push({ kind: "run", argv: ["rmdir", target], privileged: true });
   return actions;
 }
 
@@ -134,7 +134,7 @@ export function mountsUnder(dir: string, mounts: Map<string, MountEntry>): strin
  * Before vm.dir is removed: unmount the folder binds and the export root, so a recursive delete can never reach
  * into a host folder. Refuses (exit 1) when anything stays mounted.
  */
-export async function releaseVmMounts(runner: Runner, vm: Vm, read = readMounts): Promise<void> {
+export async function releaseVmMounts(runner: Runner, vm: Vm, read = () => readMounts(runner.host)): Promise<void> {
   for (const t of mountsUnder(vm.dir, read())) await runner.exec(["umount", t], { privileged: true, what: `unmount ${t}` });
   if (runner.dryRun) return;
   const left = mountsUnder(vm.dir, read());
@@ -142,15 +142,15 @@ export async function releaseVmMounts(runner: Runner, vm: Vm, read = readMounts)
 }
 
 /** Make the export root a shared mount (idempotent). Called before the VM starts. */
-export async function ensureExportMount(runner: Runner, vm: Vm, mounts = readMounts()): Promise<boolean> {
+export async function ensureExportMount(runner: Runner, vm: Vm, mounts = readMounts(runner.host)): Promise<boolean> {
   const actions = exportMountPlan(vm, mounts);
-  if (!existsSync(exportRoot(vm))) await runner.exec(["install", "-d", "-m", "0755", exportRoot(vm)], { what: "create the export root" });
+  if (!runner.host.exists(exportRoot(vm))) await runner.exec(["install", "-d", "-m", "0755", exportRoot(vm)], { what: "create the export root" });
   await runActions(runner, actions, `share: export root ${exportRoot(vm)}`);
   return actions.length > 0;
 }
 
-export async function ensureHostBind(runner: Runner, vm: Vm, att: AttachmentDoc, mounts = readMounts()): Promise<"bound" | "unchanged"> {
-  const plan = hostBindPlan(vm, att, mounts);
+export async function ensureHostBind(runner: Runner, vm: Vm, att: AttachmentDoc, mounts = readMounts(runner.host)): Promise<"bound" | "unchanged"> {
+  const plan = hostBindPlan(vm, att, mounts, sameFile(runner.host));
   if (!plan) return "unchanged";
   await runActions(runner, plan, `share: bind ${att.host_path}`);
   return "bound";
@@ -162,16 +162,16 @@ export async function ensureHostBind(runner: Runner, vm: Vm, att: AttachmentDoc,
  */
 export async function restoreHostBinds(runner: Runner, vm: Vm): Promise<string[]> {
   const restored: string[] = [];
-  if (!existsSync(exportRoot(vm))) return restored; // a VM made before shared-root existed has no export root
+  if (!runner.host.exists(exportRoot(vm))) return restored; // a VM made before shared-root existed has no export root
   try {
     await ensureExportMount(runner, vm);
   } catch (e) {
     log.warn(`share: could not prepare ${exportRoot(vm)}: ${(e as Error).message}`);
     return restored;
   }
-  const mounts = readMounts();
+  const mounts = readMounts(runner.host);
   for (const att of vm.attachments.filter((a) => a.mode === "shared-root")) {
-    if (!existsSync(att.host_path)) {
+    if (!runner.host.exists(att.host_path)) {
       log.warn(`share: ${att.host_path} is gone; not restoring it (aivm share detach ${shellQuote(att.host_path)})`);
       continue;
     }

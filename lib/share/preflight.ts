@@ -1,12 +1,9 @@
 // The safety preflight before a host folder is shared: home and secrets directories, after resolving symlinks.
-import { readFileSync } from "node:fs";
-import { homedir } from "node:os";
 import { isAbsolute, join } from "node:path";
-import { real, safe, within } from "./names.ts";
+import { real, within } from "./names.ts";
+import type { Host } from "../host.ts";
 import type { Runner } from "../run.ts";
-import { canPrompt } from "../log.ts";
 import { UsageError } from "../errors.ts";
-import { ask } from "../prompt.ts";
 import { log } from "../log.ts";
 
 export const SECRET_DIRS = [".ssh", ".gnupg", ".aws", ".kube", ".docker", ".config/gh", ".password-store"];
@@ -14,17 +11,18 @@ export const SECRET_DIRS = [".ssh", ".gnupg", ".aws", ".kube", ".docker", ".conf
 export const SECRET_ABS = ["/root", "/etc/ssh"];
 
 /** The home directories that count: $HOME, the passwd home, and the home of the user who ran sudo. */
-export function homes(env: Record<string, string | undefined> = process.env): string[] {
-  const list = [env.HOME, safe(() => homedir())];
-  if (env.SUDO_USER) list.push(passwdHome(env.SUDO_USER));
+export function homes(host: Host): string[] {
+  const env = host.env;
+  const list = [env.HOME, passwdHomeOf(host, (u) => Number(u) === host.uid)];
+  if (env.SUDO_USER) list.push(passwdHomeOf(host, (_u, name) => name === env.SUDO_USER));
   return [...new Set(list.filter((h): h is string => !!h && isAbsolute(h) && h !== "/"))];
 }
 
-function passwdHome(user: string): string | undefined {
-  const text = safe(() => readFileSync("/etc/passwd", "utf8")) ?? "";
-  for (const l of text.split("\n")) {
+/** The home directory of the first /etc/passwd entry that matches (by uid or by name). */
+function passwdHomeOf(host: Host, match: (uid: string, name: string) => boolean): string | undefined {
+  for (const l of (host.readFile("/etc/passwd") ?? "").split("\n")) {
     const f = l.split(":");
-    if (f[0] === user && f[5]) return f[5];
+    if (f[5] && match(f[2] ?? "", f[0] ?? "")) return f[5];
   }
   return undefined;
 }
@@ -56,17 +54,17 @@ export function sensitiveHit(path: string, o: { homes: string[]; realpath?: (p: 
 }
 
 /** Refuse a sensitive folder unless --yes (logged) or the user types `yes`. */
-export async function approveSensitive(runner: Runner, what: string, hostPath: string, o: { homes?: string[]; interactive?: boolean; ask?: (q: string) => Promise<string> } = {}): Promise<void> {
-  const hit = sensitiveHit(hostPath, { homes: o.homes ?? homes() });
+export async function approveSensitive(runner: Runner, what: string, hostPath: string, o: { homes?: string[] } = {}): Promise<void> {
+  const hit = sensitiveHit(hostPath, { homes: o.homes ?? homes(runner.host) });
   if (!hit) return;
   if (runner.yes) {
     log.warn(`${what}: ${hit}; sharing it anyway because of --yes`);
     return;
   }
-  if (!(o.interactive ?? canPrompt())) {
+  if (!runner.interactive) {
     throw new UsageError(what, `refusing: ${hit} (it may hold secrets)`, "type `yes` at the prompt in a terminal, or pass --yes if you really mean it");
   }
-  const a = (await (o.ask ?? ask)(`${hit}; it may hold secrets. Type yes to share it with the VM anyway: `)).trim();
+  const a = await runner.ask(what, `${hit}; it may hold secrets. Type yes to share it with the VM anyway: `);
   if (a !== "yes") throw new UsageError(what, `refusing: ${hit}`);
   log.warn(`${what}: ${hit}; shared after typed approval`);
 }

@@ -1,14 +1,14 @@
 // Create a VM: plan its domain, overlay disk, pinned host key and NoCloud seed, define it (with rollback).
 import { createHash } from "node:crypto";
-import { existsSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
-import { probeAccel, AccelProbe, chooseAccel } from "../accel.ts";
+import { chooseAccel, probeAccel } from "../accel.ts";
 import type { Vm } from "../config/model.ts";
 import { cachedImage, CachedImage, imageFiles } from "../image.ts";
 import { renderDomainXml, DomainSpec } from "../domain.ts";
 import { checkVmDir, isFreshDir, readKey, requiredFiles, vmFiles } from "./files.ts";
 import { exportRoot, vmFilesystems } from "../share/names.ts";
 import { renderUserData, HostKey, renderMetaData, renderNetworkConfig, seedArgv } from "../cloud-init.ts";
+import type { Host } from "../host.ts";
 import type { Runner } from "../run.ts";
 import { domainUuid, virshArgv, virshRead } from "../libvirt/virsh.ts";
 import { AivmError, EXIT } from "../errors.ts";
@@ -16,27 +16,16 @@ import { knownHostsLine } from "../ssh-config.ts";
 import { guestIds } from "../share/guest.ts";
 import { log } from "../log.ts";
 
-export interface VmHost {
-  probe(): AccelProbe;
-  exists(path: string): boolean;
-  /** the first ancestor directory of path that others cannot traverse (libvirt-qemu must), or null */
-  untraversable(path: string): string | null;
-}
-
-function firstUntraversable(path: string): string | null {
+/** The first ancestor directory of path that others cannot traverse (libvirt's qemu user must), or null. */
+export function firstUntraversable(host: Host, path: string): string | null {
   let d = dirname(resolve(path));
   for (;;) {
-    try {
-      if ((statSync(d).mode & 0o001) === 0) return d;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") return null; // not there yet: its parents decide
-    }
+    const st = host.stat(d);
+    if (st && (st.mode & 0o001) === 0) return d;
     if (d === "/") return null;
     d = dirname(d);
   }
 }
-
-export const realHost: VmHost = { probe: () => probeAccel(), exists: existsSync, untraversable: firstUntraversable };
 
 export const OVMF_CANDIDATES = [
   { loader: "/usr/share/OVMF/OVMF_CODE_4M.fd", varsTemplate: "/usr/share/OVMF/OVMF_VARS_4M.fd" },
@@ -93,7 +82,7 @@ export const PLACEHOLDER_HOST_KEY: HostKey = {
 /** The cloud-init documents for a VM, from its host key. */
 export function seedDocuments(vm: Vm, o: { authorizedKey: string; hostKey: HostKey; uid?: number; gid?: number }): { "user-data": string; "meta-data": string; "network-config": string } {
   return {
-    // uid/gid: the guest user owns files as the host user does (lib/share.ts guestIds), so shared folders stay theirs
+    // uid/gid: the guest user owns files as the host user does (share/guest.ts guestIds), so shared folders stay theirs
     "user-data": renderUserData(vm, { authorizedKey: o.authorizedKey.trim(), hostKey: o.hostKey, uid: o.uid, gid: o.gid }),
     "meta-data": renderMetaData(vm, instanceId(vm.name, o.hostKey.publicKey)),
     "network-config": renderNetworkConfig(vm),
@@ -106,7 +95,8 @@ export function seedDocuments(vm: Vm, o: { authorizedKey: string; hostKey: HostK
  * missing files are recreated and the domain is (re)defined with its existing UUID. On failure everything this call
  * created is removed again.
  */
-export async function ensureVm(runner: Runner, vm: Vm, host: VmHost = realHost): Promise<"created" | "unchanged"> {
+export async function ensureVm(runner: Runner, vm: Vm): Promise<"created" | "unchanged"> {
+  const host = runner.host;
   checkVmDir(vm);
   const f = vmFiles(vm);
   const uri = vm.paths.libvirtUri;
@@ -130,13 +120,13 @@ export async function ensureVm(runner: Runner, vm: Vm, host: VmHost = realHost):
     image = { sha256: vm.image.sha256, path: imageFiles(vm.paths.imageCache, vm.image.sha256).img, format: "qcow2" };
     log.info(`dry run: image ${vm.image.sha256.slice(0, 12)} is not cached yet; assuming ${image.path} (qcow2)`);
   }
-  const type = chooseAccel(vm.accel, host.probe());
+  const type = chooseAccel(vm.accel, probeAccel(host));
   if (uuid) log.warn(`domain ${vm.name} exists but its directory is incomplete (missing ${missing.map((p) => relative(f.dir, p)).join(", ")}): rebuilding and redefining it`);
   else if (!isFreshDir(host, f)) log.warn(`${f.dir} exists but libvirt has no domain ${vm.name}: reusing the files there and defining it`);
   if (uri === "qemu:///system") {
     const seen = new Set<string>();
     for (const p of [f.disk, image.path]) {
-      const blocked = host.untraversable(p);
+      const blocked = firstUntraversable(host, p);
       if (blocked && !seen.has(blocked)) {
         seen.add(blocked);
         log.warn(`${blocked} is not searchable by other users: libvirt's qemu user may not reach ${p} (chmod o+x ${blocked})`);
@@ -174,13 +164,13 @@ export async function ensureVm(runner: Runner, vm: Vm, host: VmHost = realHost):
 
     if (!host.exists(f.seedDir)) created.push(f.seedDir);
     if (!host.exists(f.seed)) created.push(f.seed);
-    const docs = seedDocuments(vm, { authorizedKey: authorizedKey ?? "ssh-ed25519 PLACEHOLDER-your-key", hostKey, ...guestIds(vm) });
+    const docs = seedDocuments(vm, { authorizedKey: authorizedKey ?? "ssh-ed25519 PLACEHOLDER-your-key", hostKey, ...guestIds(vm, host) });
     for (const [name, text] of Object.entries(docs)) await runner.writeFile(join(f.seedDir, name), text, 0o600);
     await runner.exec(seedArgv(f.seedDir, f.seed), { what: "build the cloud-init seed" });
     // the disk and the seed (which carries the private host key) are for root and libvirt's qemu user only
     await runner.exec(["chmod", "0600", f.disk, f.seed], { what: "restrict the VM's disk and seed" });
 
-    const xml = renderDomainXml(planDomain(vm, { type, image, uuid: uuid ?? undefined, exists: host.exists }));
+    const xml = renderDomainXml(planDomain(vm, { type, image, uuid: uuid ?? undefined, exists: (p) => host.exists(p) }));
     await runner.step({
       title: uuid ? `Redefine VM ${vm.name}` : `Define VM ${vm.name}`,
       why: uuid ? `libvirt domain ${vm.name} (UUID ${uuid}) lost its files; redefine it over the rebuilt ones` : `libvirt domain for ${vm.name} (${vm.cpus} CPUs, ${vm.memoryMib} MiB, ${type === "kvm" ? "KVM" : "TCG"})`,
@@ -211,4 +201,27 @@ async function rollbackCreate(runner: Runner, vm: Vm, o: { hadDomain: boolean; f
   } catch (e) {
     log.warn(`could not clean up after the failed create: ${(e as Error).message}`);
   }
+}
+
+export const SEED_PARTS = ["user-data", "meta-data", "network-config"] as const;
+export type SeedPart = (typeof SEED_PARTS)[number];
+
+/** One cloud-init document as `vm create` writes it; placeholders stand in for keys not generated yet (warned). */
+export function previewSeed(runner: Runner, vm: Vm, part: SeedPart): string {
+  const f = vmFiles(vm);
+  const priv = runner.host.readFile(f.hostKey);
+  const pub = runner.host.readFile(f.hostKeyPub);
+  const authorizedKey = runner.host.readFile(vm.paths.sshPubkey);
+  if (!(priv && pub) && part !== "network-config") log.warn(`${vm.name} has no host key yet (\`aivm vm create\` generates it): this preview shows a placeholder in its place`);
+  if (!authorizedKey && part === "user-data") log.warn(`no SSH public key at ${vm.paths.sshPubkey}: this preview shows a placeholder in its place`);
+  return seedDocuments(vm, {
+    authorizedKey: authorizedKey ?? "ssh-ed25519 PLACEHOLDER-your-key",
+    hostKey: priv && pub ? { privateKey: priv, publicKey: pub.trim() } : PLACEHOLDER_HOST_KEY,
+  })[part];
+}
+
+/** The domain XML `vm create` would define (no libvirtd needed). */
+export function previewDomain(runner: Runner, vm: Vm): string {
+  const type = chooseAccel(vm.accel, probeAccel(runner.host));
+  return renderDomainXml(planDomain(vm, { type, image: cachedImage(vm.paths, vm.image.sha256), exists: (p) => runner.host.exists(p) }));
 }

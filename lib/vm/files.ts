@@ -1,10 +1,10 @@
 // The per-VM directory: every file aivm keeps for one VM, the checks before touching it, the one per-VM lock.
-import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, realpathSync, rmdirSync, unlinkSync } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
-import { rmdirSync, unlinkSync } from "node:fs";
 import type { Vm } from "../config/model.ts";
 import { AivmError, EXIT } from "../errors.ts";
 import { acquireLock } from "../lock.ts";
+import { log } from "../log.ts";
 
 export interface VmFiles {
   dir: string; disk: string; seed: string; seedDir: string; hostKey: string; hostKeyPub: string;
@@ -78,18 +78,32 @@ export function cachedIp(vm: Vm): string | null {
   return t && /^\d+\.\d+\.\d+\.\d+$/.test(t) ? t : null;
 }
 
+export interface VmLockOptions {
+  /** --dry-run: take no lock and create nothing */
+  dryRun?: boolean;
+  /** when vm.dir does not exist yet, create it for the lock (false: run without the lock, creating nothing) */
+  create?: boolean;
+  /** how long to wait for another aivm process working on this VM (default 15 min); 0 fails at once */
+  waitMs?: number;
+  /** what is waiting, for the progress line */
+  what?: string;
+}
+
 /**
- * The per-VM lock around a mutating command: a second concurrent operation on the same VM fails at once.
- * Taking the lock creates vm.dir; when the command leaves it holding only the lock file, it is removed again.
+ * The one per-VM lock around everything that changes a VM. A second aivm process working on the same VM waits for
+ * the first (a progress line on stderr every few seconds) and then finds what is left to do. Taking the lock may
+ * create vm.dir; when the work leaves it holding only the lock file, it is removed again.
  */
-export async function withVmLock<T>(vm: Vm, fn: () => Promise<T>): Promise<T> {
+export async function withVmLock<T>(vm: Vm, fn: () => Promise<T>, o: VmLockOptions = {}): Promise<T> {
+  if (o.dryRun) return fn();
   const problem = vmDirProblem(vm);
   if (problem) throw new AivmError(`vm ${vm.name}`, `refusing to touch the VM directory: ${problem}`);
   const f = vmFiles(vm);
+  if (o.create === false && !existsSync(f.dir)) return fn();
   // the directories the lock file is about to create (vm.dir, and vm_root when it is new too)
   const made: string[] = [];
   for (let d = f.dir; !existsSync(d) && d !== dirname(d); d = dirname(d)) made.push(d);
-  const release = acquireLock(f.lock, { waitMs: 0, what: `vm ${vm.name}`, reentrant: true });
+  const release = await acquireVmLock(vm, f.lock, o);
   try {
     return await fn();
   } finally {
@@ -102,5 +116,35 @@ export async function withVmLock<T>(vm: Vm, fn: () => Promise<T>): Promise<T> {
         }
       } catch {}
     }
+  }
+}
+
+async function acquireVmLock(vm: Vm, lock: string, o: VmLockOptions): Promise<() => void> {
+  const waitMs = o.waitMs ?? 15 * 60_000;
+  const t0 = Date.now();
+  let noted = 0;
+  for (;;) {
+    try {
+      return acquireLock(lock, { waitMs: 0, what: `${o.what ?? "vm"} ${vm.name}`, reentrant: true });
+    } catch (e) {
+      if (!(e instanceof AivmError) || /held by this process/.test(e.why) || Date.now() - t0 >= waitMs) throw e;
+      if (Date.now() - noted >= 5000) {
+        noted = Date.now();
+        log.info(`${o.what ?? "aivm"}: waiting for another aivm process working on ${vm.name} (${e.why.replace(/ holds .*$/, "")}; ${Math.round((Date.now() - t0) / 1000)} s)`);
+      }
+    }
+    await Bun.sleep(200);
+  }
+}
+
+/** The serial console log, or an error saying why it cannot be read. */
+export function readConsoleLog(vm: Vm): string {
+  const path = vmFiles(vm).consoleLog;
+  try {
+    return readFileSync(path, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") throw new AivmError(`vm console-log ${vm.name}`, `no console log at ${path}`, EXIT.FAILED, "it appears when the VM first starts: `aivm vm up`");
+    throw new AivmError(`vm console-log ${vm.name}`, `cannot read ${path}: ${code ?? (e as Error).message}`, EXIT.FAILED, code === "EACCES" ? "libvirt writes it as root: re-run with sudo" : undefined);
   }
 }

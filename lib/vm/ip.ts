@@ -134,3 +134,13 @@ export async function vmStatus(runner: Runner, vm: Vm): Promise<VmStatus> {
   const ip = RUNNING.has(state) ? await vmIp(runner, vm) : null;
   return { name: vm.name, state, network: vm.network.name, ip };
 }
+
+/** The VM's address, or an error saying why there is none (not created, not running, no lease yet). */
+export async function requireIp(runner: Runner, vm: Vm): Promise<string> {
+  const ip = await vmIp(runner, vm);
+  if (ip) return ip;
+  const s = await domainState(runner, vm.paths.libvirtUri, vm.name);
+  if (s === "absent") throw new AivmError(`vm ${vm.name}`, "not created: run aivm vm create");
+  if (s !== "running") throw new AivmError(`vm ${vm.name}`, `the VM is ${s}, so it has no IP address`, EXIT.FAILED, "start it with `aivm vm up`");
+  throw new AivmError(`vm ${vm.name}`, "no IP address yet (no DHCP lease)", EXIT.FAILED, "wait for it with `aivm vm ip --wait` or `aivm vm wait`");
+}

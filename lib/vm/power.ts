@@ -1,12 +1,9 @@
 // Start, stop and delete a domain: the state machines on libvirt, with ACPI shutdown and a timeout.
-import { existsSync } from "node:fs";
 import type { Runner } from "../run.ts";
 import type { Vm } from "../config/model.ts";
 import { domainState, lastLine, NO_DOMAIN, RUNNING, virshExec } from "../libvirt/virsh.ts";
 import { AivmError, EXIT } from "../errors.ts";
-import { releaseVmMounts, restoreHostBinds } from "../share/host-mounts.ts";
 import { checkVmDir, isFreshDir, vmFiles } from "./files.ts";
-import { realHost } from "./create.ts";
 import { log } from "../log.ts";
 
 export interface Clock {
@@ -16,7 +13,11 @@ export interface Clock {
 
 export const realClock: Clock = { now: () => Date.now(), sleep: (ms) => Bun.sleep(ms) };
 
-export async function startVm(runner: Runner, vm: Vm, o: { clock?: Clock } = {}): Promise<"started" | "resumed" | "unchanged"> {
+/**
+ * Start, resume or wake the domain; a running one is left alone. `beforeStart` runs just before a cold start (the
+ * flow restores the host binds of saved folders there: virtiofsd must find them when it starts).
+ */
+export async function startVm(runner: Runner, vm: Vm, o: { clock?: Clock; beforeStart?: () => Promise<unknown> } = {}): Promise<"started" | "resumed" | "unchanged"> {
   const clock = o.clock ?? realClock;
   const uri = vm.paths.libvirtUri;
   let state = await domainState(runner, uri, vm.name);
@@ -38,14 +39,13 @@ export async function startVm(runner: Runner, vm: Vm, o: { clock?: Clock } = {})
       await virshExec(runner, uri, ["dompmwakeup", vm.name]);
       return "resumed";
     case "crashed":
-      await restoreHostBinds(runner, vm);
+      await o.beforeStart?.();
       // on_crash=preserve keeps a crashed domain active: clear it before starting afresh
       await virshExec(runner, uri, ["destroy", vm.name], { nothrow: true });
       await virshExec(runner, uri, ["start", vm.name]);
       return "started";
     case "shut off":
-      // host binds of saved folders (gone after a host reboot) must be in place before virtiofsd starts
-      await restoreHostBinds(runner, vm);
+      await o.beforeStart?.();
       await virshExec(runner, uri, ["start", vm.name], { what: `start ${vm.name}` }).catch((e) => {
         if (e instanceof AivmError && /network .* is not active/i.test(e.why)) {
           throw new AivmError(e.what, e.why, e.exitCode, `aivm net create ${vm.network.name}`);
@@ -109,15 +109,18 @@ export const UNDEFINE_ATTEMPTS: string[][] = [
 
 const FLAG_REJECTED = /unsupported flag|not supported|doesn't support option|unknown option|does not support|no such option/i;
 
-/** Force off, undefine (with the flag fallbacks older libvirt needs), remove vm.dir and nothing outside it. */
-export async function deleteVm(runner: Runner, vm: Vm): Promise<"deleted" | "absent"> {
+/**
+ * Force off, undefine (with the flag fallbacks older libvirt needs), then remove vm.dir and nothing outside it.
+ * `beforeRemove` runs before the directory is removed (the flow releases the folder binds under it there).
+ */
+export async function deleteVm(runner: Runner, vm: Vm, o: { beforeRemove?: () => Promise<unknown> } = {}): Promise<"deleted" | "absent"> {
   checkVmDir(vm);
   const uri = vm.paths.libvirtUri;
   const f = vmFiles(vm);
   const state = await domainState(runner, uri, vm.name);
-  const hasDir = existsSync(f.dir);
+  const hasDir = runner.host.exists(f.dir);
   // a directory holding only the lock file (taken by this very command) is no VM
-  if (state === "absent" && (!hasDir || isFreshDir(realHost, f))) {
+  if (state === "absent" && (!hasDir || isFreshDir(runner.host, f))) {
     log.info(`${vm.name} does not exist; nothing to delete`);
     return "absent";
   }
@@ -139,7 +142,7 @@ export async function deleteVm(runner: Runner, vm: Vm): Promise<"deleted" | "abs
     if (!done) throw new AivmError(`virsh undefine ${vm.name}`, "every flag combination was rejected");
   }
   // the export root holds bind mounts of host folders: unmount them before anything under vm.dir is removed
-  if (hasDir) await releaseVmMounts(runner, vm);
+  if (hasDir) await o.beforeRemove?.();
   if (hasDir) await runner.remove(f.dir);
   return "deleted";
 }

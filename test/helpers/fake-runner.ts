@@ -1,5 +1,6 @@
 // A recording fake Backend with scripted replies, injected into the real Runner (no module mocks).
 
+import { hostWith, type Host } from "../../lib/host.ts";
 import { type Backend, type ExecOptions, type Result, Runner, type RunnerOptions } from "../../lib/run.ts";
 
 export type Reply = Partial<Result> | ((argv: string[], opts: ExecOptions) => Partial<Result>);
@@ -28,6 +29,8 @@ export class FakeBackend implements Backend {
   }
 
   async exec(argv: string[], opts: ExecOptions): Promise<Result> {
+    const batch = virshBatchParts(argv);
+    if (batch) return this.batch(argv.slice(0, 4), batch, opts);
     this.calls.push({ kind: "exec", argv, input: opts.input });
     const rule = this.rules.find((r) => r.match(argv) && (r.times === undefined || r.times > 0));
     if (!rule) {
@@ -37,6 +40,21 @@ export class FakeBackend implements Backend {
     if (rule.times !== undefined) rule.times--;
     const r = typeof rule.reply === "function" ? rule.reply(argv, opts) : rule.reply;
     return { exitCode: r.exitCode ?? 0, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+  }
+
+  /** virsh 'a ; echo SEP ; b': each command answered (and recorded) as if run alone, the outputs joined as virsh does. */
+  private async batch(prefix: string[], parts: { sep: string; cmds: string[][] }, opts: ExecOptions): Promise<Result> {
+    const outs: string[] = [];
+    let stderr = "";
+    let exitCode = 0;
+    for (const cmd of parts.cmds) {
+      // an unscripted read in a batch fails like a virsh command that found nothing (the batch goes on)
+      const r = await this.exec([...prefix, ...cmd], opts).catch(() => ({ exitCode: 1, stdout: "", stderr: `error: unscripted in this test: ${cmd.join(" ")}\n` }));
+      outs.push(r.stdout);
+      stderr += r.stderr;
+      if (r.exitCode !== 0) exitCode = r.exitCode;
+    }
+    return { exitCode, stdout: outs.join(parts.sep), stderr };
   }
 
   async writeFile(path: string, content: string, mode?: number): Promise<void> {
@@ -55,9 +73,29 @@ export class FakeBackend implements Backend {
   }
 }
 
+/** The host tests see by default: the real files (tests work on temporary trees), but no usable /dev/kvm and no TCP. */
+export function testHost(over: Partial<Host> = {}): Host {
+  return hostWith({ env: { ...process.env }, openRw: () => "ENOENT", tcpOpen: async () => false, ...over });
+}
+
+/** `virsh -q -c URI "a x; echo SEP; b"` -> the separator and each command's words (virsh's own quoting undone). */
+export function virshBatchParts(argv: string[]): { sep: string; cmds: string[][] } | null {
+  if (argv[0] !== "virsh" || argv.length !== 5) return null;
+  const m = / ; echo (AIVMSEP\w+) ; /.exec(argv[4]!);
+  if (!m && !/^[a-z-]+( |$)/.test(argv[4]!)) return null;
+  if (!m) return argv[4]!.includes(" ") ? { sep: "", cmds: [words(argv[4]!)] } : null;
+  return { sep: m[1]!, cmds: argv[4]!.split(` ; echo ${m[1]} ; `).map(words) };
+}
+
+function words(s: string): string[] {
+  const out: string[] = [];
+  for (const m of s.matchAll(/'((?:[^']|'\\'')*)'|(\S+)/g)) out.push(m[1] !== undefined ? m[1].replaceAll("'\\''", "'") : m[2]!);
+  return out;
+}
+
 export function fakeRunner(opts: RunnerOptions = {}): { runner: Runner; fake: FakeBackend; printed: string[] } {
   const fake = new FakeBackend();
   const printed: string[] = [];
-  const runner = new Runner(fake, { isRoot: true, interactive: false, yes: true, print: (t) => printed.push(t), ...opts });
+  const runner = new Runner(fake, { isRoot: true, interactive: false, yes: true, print: (t) => printed.push(t), host: testHost(), ...opts });
   return { runner, fake, printed };
 }

@@ -2,11 +2,12 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fakeRunner } from "./helpers/fake-runner.ts";
+import { fakeRunner, testHost } from "./helpers/fake-runner.ts";
 import { aivm, isolatedEnv, ROOT, BUN } from "./helpers/cli.ts";
-import { accelCheck, doctor, findProgram, formatChecks, installDepsStep, isDebianLike, programChecks, storageCheck, traversalBlockers } from "../lib/host.ts";
+import { accelCheck, doctor, findProgram, formatChecks, installDepsStep, isDebianLike, programChecks, storageCheck, traversalBlockers } from "../lib/doctor.ts";
+import { realHost } from "../lib/host.ts";
 import { resolvePaths } from "../lib/config/resolve.ts";
-import { planLines } from "../lib/cli/status.ts";
+import { planLines } from "../lib/cli/help.ts";
 import { parseTable } from "../lib/libvirt/parse.ts";
 import { formatListing, listAll } from "../lib/flows/list.ts";
 
@@ -14,13 +15,13 @@ const URI = "qemu:///system";
 
 describe("doctor checks", () => {
   test("programs: found on PATH or at an absolute path, else the package to install", () => {
-    const which = (n: string) => (n === "virsh" ? "/usr/bin/virsh" : null);
-    const checks = programChecks(which);
+    const host = testHost({ which: (n: string) => (n === "virsh" ? "/usr/bin/virsh" : null) });
+    const checks = programChecks(host);
     expect(checks[0]).toEqual({ name: "program virsh", ok: true, detail: "/usr/bin/virsh" });
     const nft = checks.find((c) => c.name === "program nft")!;
     expect(nft.ok).toBe(false);
     expect(nft.fix).toContain("nftables");
-    expect(findProgram(["nope-x", "/bin/sh"], () => null)).toBe("/bin/sh");
+    expect(findProgram(host, ["nope-x", "/bin/sh"])).toBe("/bin/sh");
   });
 
   test("acceleration: KVM or an optional TCG warning with the reason", () => {
@@ -32,13 +33,13 @@ describe("doctor checks", () => {
 
   test("storage: every ancestor must let others traverse", () => {
     const modes: Record<string, number> = { "/": 0o755, "/home": 0o755, "/home/u": 0o700, "/home/u/vms": 0o755 };
-    const stat = (p: string) => (p in modes ? { mode: modes[p]! } : null);
-    expect(traversalBlockers("/home/u/vms/x", stat)).toEqual(["/home/u"]);
+    const host = testHost({ stat: (p: string) => (p in modes ? { ...realHost.stat("/")!, mode: modes[p]! } : null) });
+    expect(traversalBlockers(host, "/home/u/vms/x")).toEqual(["/home/u"]);
     const dir = mkdtempSync(join(tmpdir(), "aivm-st-"));
     mkdirSync(join(dir, "closed/vms"), { recursive: true });
     chmodSync(dir, 0o755);
     chmodSync(join(dir, "closed"), 0o700);
-    const c = storageCheck({ ...resolvePaths({}), vmRoot: join(dir, "closed/vms"), imageCache: dir });
+    const c = storageCheck(realHost, { ...resolvePaths({}), vmRoot: join(dir, "closed/vms"), imageCache: dir });
     expect(c.ok).toBe(false);
     expect(c.fix).toContain(`chmod o+x ${join(dir, "closed")}`);
   });
