@@ -5,10 +5,11 @@ import { networkDrift } from "./drift.ts";
 import { parseLeases, parseNetworkXml, type Lease } from "./libvirt/parse.ts";
 import { networkState, virshArgv, virshRead } from "./libvirt/virsh.ts";
 import { renderXml } from "./render.ts";
-import type { Action, Runner } from "./run.ts";
+import type { Runner } from "./run.ts";
 import { parseCidr, Cidr, cidrsOverlap, ipv4ToInt } from "./validate.ts";
 import { UsageError } from "./errors.ts";
 import { log } from "./log.ts";
+import { Action } from "./steps.ts";
 
 const template = templateText as unknown as string;
 

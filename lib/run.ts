@@ -2,13 +2,14 @@
 // Planners build argv arrays and Steps; the Runner prints them (--dry-run), asks for consent, adds sudo when not root,
 // runs them through a Backend: zx for what changes things, a direct spawn (no zx, no shell) for short reads, a
 // recorder in tests. Every running child and every registered cleanup is undone when aivm is interrupted.
-
 import { rmSync } from "node:fs";
 import { AivmError, EXIT, UsageError } from "./errors.ts";
 import { writeFileAtomicSync } from "./fsutil.ts";
 import { realHost, type Host } from "./host.ts";
 import { canPrompt, log, out } from "./log.ts";
 import { ask } from "./prompt.ts";
+import { describeAction, Step, summarize } from "./steps.ts";
+import { shellJoin } from "./shell.ts";
 
 export interface Result {
   exitCode: number;
@@ -35,20 +36,6 @@ export interface ExecOptions {
   read?: boolean;
 }
 
-export type Action =
-  | ({ kind: "run"; argv: string[] } & Pick<ExecOptions, "input" | "privileged" | "okCodes">)
-  | { kind: "write"; path: string; content: string; mode?: number }
-  | { kind: "remove"; path: string };
-
-/** A named group of host changes, previewed and approved as one. */
-export interface Step {
-  title: string;
-  why: string;
-  actions: Action[];
-  /** ask before running (changes outside aivm's own files), unless --yes */
-  consent?: boolean;
-}
-
 /** Where commands really go. `exec` gets reads too (opts.read). */
 export interface Backend {
   exec(argv: string[], opts: ExecOptions): Promise<Result>;
@@ -69,8 +56,6 @@ export interface RunnerOptions {
   host?: Host;
 }
 
-// ---------- interruption ----------
-
 const cleanups = new Set<() => void>();
 
 /** Register something to undo if aivm is interrupted (a child to kill, a partial file to remove). Returns the unregister. */
@@ -86,41 +71,6 @@ export function runInterruptCleanups(): void {
     try {
       fn();
     } catch {}
-  }
-}
-
-const SAFE = /^[A-Za-z0-9_\/.,:=@%+-]+$/;
-
-/** Quote one argument for a POSIX shell so that a copy-paste runs exactly this argv. */
-export function shellQuote(arg: string): string {
-  if (arg !== "" && SAFE.test(arg)) return arg;
-  return `'${arg.replaceAll("'", `'\\''`)}'`;
-}
-
-export function shellJoin(argv: string[]): string {
-  return argv.map(shellQuote).join(" ");
-}
-
-function heredoc(content: string): string {
-  let tag = "AIVM_EOF";
-  while (content.split("\n").includes(tag)) tag += "_";
-  const body = content.endsWith("\n") ? content : content + "\n";
-  return `<<'${tag}'\n${body}${tag}`;
-}
-
-/** The copy-pasteable shell text of one action. */
-export function describeAction(a: Action, sudo = false): string {
-  switch (a.kind) {
-    case "run": {
-      const argv = sudo && a.privileged ? ["sudo", ...a.argv] : a.argv;
-      return a.input !== undefined ? `${shellJoin(argv)} ${heredoc(a.input)}` : shellJoin(argv);
-    }
-    case "write": {
-      const mode = a.mode !== undefined ? `install -m ${a.mode.toString(8)} /dev/null ${shellQuote(a.path)}\n` : "";
-      return `${mode}cat > ${shellQuote(a.path)} ${heredoc(a.content)}`;
-    }
-    case "remove":
-      return `rm -rf -- ${shellQuote(a.path)}`;
   }
 }
 
@@ -257,11 +207,6 @@ export class Runner {
 function lastLine(s: string): string {
   const lines = s.trim().split("\n").filter((l) => l.trim());
   return lines.length ? `: ${lines[lines.length - 1]!.trim()}` : "";
-}
-
-function summarize(a: Action, sudo: boolean): string {
-  const text = a.kind === "run" ? shellJoin(sudo && a.privileged ? ["sudo", ...a.argv] : a.argv) + (a.input !== undefined ? " < (document)" : "") : a.kind === "write" ? `write ${a.path}` : `remove ${a.path}`;
-  return text.length > 160 ? text.slice(0, 157) + "..." : text;
 }
 
 /** The real backend: zx (loaded lazily, it costs startup time) for what changes things, Bun.spawn for reads. */

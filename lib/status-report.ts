@@ -1,7 +1,7 @@
 // The `aivm status` report: its layers and shape (documented in README.md), the next commands, the text form,
 // and the pure guest-side probes and their verdicts.
 import { isDefaultConfigPath, Vm } from "./config/model.ts";
-import { shellQuote } from "./run.ts";
+import { shellQuote } from "./shell.ts";
 
 export type Tri = true | false | null;
 

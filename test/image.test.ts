@@ -10,9 +10,10 @@ import { setVerbosity } from "../lib/log.ts";
 import { ZxBackend, Result, Runner, ExecOptions } from "../lib/run.ts";
 import type { Paths, StoreDoc } from "../lib/config/model.ts";
 import { ConfigError, AivmError } from "../lib/errors.ts";
-import { applyPrune, cachedImage, ensureImage, fetchArgv, imageFiles, imageReferences, listCache, parseImageInfo, planPrune, readManifest, renderManifest, sha256File, STALE_PART_MS, verifyCache } from "../lib/image.ts";
+import { applyPrune, cachedImage, imageFiles, imageReferences, listCache, planPrune, readManifest, renderManifest, sha256File, STALE_PART_MS, verifyCache } from "../lib/image.ts";
 import { acquireLock } from "../lib/lock.ts";
 import { loadStore, parseStore } from "../lib/config/store.ts";
+import { ensureImage, fetchArgv, parseImageInfo } from "../lib/image-fetch.ts";
 
 setVerbosity({ quiet: true });
 
@@ -271,7 +272,7 @@ describe("ensureImage with file:// sources", () => {
     const paths = pathsIn(d);
     const script = join(d, "fetch.ts");
     writeFileSync(script, [
-      `import { ensureImage } from ${JSON.stringify(join(ROOT, "lib/image.ts"))};`,
+      `import { ensureImage } from ${JSON.stringify(join(ROOT, "lib/image-fetch.ts"))};`,
       `import { realRunner } from ${JSON.stringify(join(ROOT, "lib/run.ts"))};`,
       `const r = await ensureImage(realRunner({ yes: true, interactive: false }), ${JSON.stringify(paths)}, ${JSON.stringify({ url: fx.url, sha256: fx.sha256 })}, { progress: false });`,
       `process.stdout.write(JSON.stringify(r));`,

@@ -3,8 +3,10 @@ import { mkdtempSync, readFileSync, statSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fakeRunner } from "./helpers/fake-runner.ts";
-import { describeAction, Runner, shellJoin, shellQuote, ZxBackend } from "../lib/run.ts";
+import { Runner, ZxBackend } from "../lib/run.ts";
 import { AivmError, UsageError } from "../lib/errors.ts";
+import { shellJoin, shellQuote } from "../lib/shell.ts";
+import { describeAction } from "../lib/steps.ts";
 
 describe("shellQuote", () => {
   test.each([

@@ -1,7 +1,7 @@
 // aivm help plan
 import { isDefaultConfigPath } from "../config/model.ts";
 import { out } from "../log.ts";
-import { shellQuote } from "../run.ts";
+import { shellQuote } from "../shell.ts";
 import { context, globalArgs } from "./_shared.ts";
 import { group, leaf } from "./command.ts";
 

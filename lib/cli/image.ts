@@ -1,11 +1,12 @@
 import { resolvePaths, resolveVm } from "../config/resolve.ts";
-import { applyPrune, cachedImage, ensureImage, humanSize, imageReferences, listCache, planPrune, verifyCache } from "../image.ts";
+import { applyPrune, cachedImage, humanSize, imageReferences, listCache, planPrune, verifyCache } from "../image.ts";
 import { context, globalArgs, mutateArgs, readArgs, vmArg } from "./_shared.ts";
 import { group, leaf } from "./command.ts";
 import { out, outJson } from "../log.ts";
 import { AivmError, EXIT, UsageError } from "../errors.ts";
 import { log } from "../log.ts";
 import { buildDebootstrap } from "../image-build.ts";
+import { ensureImage } from "../image-fetch.ts";
 
 const fetchCmd = leaf({
   name: "fetch",

@@ -1,7 +1,7 @@
 // Attach and detach a folder: the record, the host bind or device, the guest mount, a consented restart
 // when a cold-plugged device is needed.
 import { resolve } from "node:path";
-import { shellQuote, type Runner } from "../run.ts";
+import { type Runner } from "../run.ts";
 import type { Access, AttachmentDoc, Mode, Vm } from "../config/model.ts";
 import { domainTags } from "../libvirt/parse.ts";
 import { vmFilesystems } from "../share/names.ts";
@@ -24,6 +24,7 @@ import { defaultSshConfigFile, upsertSshConfig } from "../ssh-config.ts";
 import { approveSensitive } from "../share/preflight.ts";
 import { withVmLock } from "../vm/files.ts";
 import type { Host } from "../host.ts";
+import { shellQuote } from "../shell.ts";
 
 /** The tags the VM's domain lacks (its persistent definition), or null when there is no domain. */
 export async function missingTags(runner: Runner, vm: Vm): Promise<string[] | null> {

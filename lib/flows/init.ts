@@ -6,12 +6,13 @@ import { join } from "node:path";
 import { AivmError, ConfigError, EXIT, UsageError } from "../errors.ts";
 import { sha256Problem, urlProblem } from "../validate.ts";
 import { BUILTIN, builtinPaths, defaultVmName, StoreDoc } from "../config/model.ts";
-import { Runner, shellJoin } from "../run.ts";
+import { Runner } from "../run.ts";
 import { lintFile, parseStore, saveStore, Store, updateStore } from "../config/store.ts";
 import { createIdentity, defaultsDoc, detectFrom, formatTable, readHostFacts, reviewRows, sshKeygenArgv } from "../detect.ts";
 import { log } from "../log.ts";
 import { networkNames, resolveNetwork, resolveVm, vmNames } from "../config/resolve.ts";
 import { renderToml } from "../config/toml.ts";
+import { shellJoin } from "../shell.ts";
 
 export interface InitOptions {
   defaults?: boolean;

@@ -4,7 +4,6 @@ import type { StoreDoc, Vm } from "../config/model.ts";
 import { recordVm } from "../config/resolve.ts";
 import { updateStore } from "../config/store.ts";
 import { applyFirewall } from "../fw.ts";
-import { ensureImage } from "../image.ts";
 import { domainState } from "../libvirt/virsh.ts";
 import { acquireLock } from "../lock.ts";
 import { ensureNetwork } from "../net.ts";
@@ -15,6 +14,7 @@ import { vmFiles } from "../vm/files.ts";
 import { waitVm } from "../vm/ip.ts";
 import { startVm } from "../vm/power.ts";
 import { log } from "../log.ts";
+import { ensureImage } from "../image-fetch.ts";
 
 
 export interface UpReport {

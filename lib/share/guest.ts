@@ -3,8 +3,9 @@
 import { GUEST_ROOT, ROOT_TAG, sharedTag, shareToken } from "./names.ts";
 import type { AttachmentDoc, Vm } from "../config/model.ts";
 import type { Host } from "../host.ts";
-import { shellQuote, type Runner } from "../run.ts";
+import { type Runner } from "../run.ts";
 import { sshArgv } from "../ssh-config.ts";
+import { shellQuote } from "../shell.ts";
 
 /** A path as an /etc/fstab field (space, tab, newline and backslash octal-escaped). */
 export function fstabEscape(p: string): string {

@@ -4,9 +4,11 @@ import { join } from "node:path";
 import { exportRoot, shareToken, stageRoot, within } from "./names.ts";
 import type { AttachmentDoc, Vm } from "../config/model.ts";
 import type { Host } from "../host.ts";
-import { shellQuote, Action, type Runner } from "../run.ts";
+import { type Runner } from "../run.ts";
 import { AivmError, EXIT } from "../errors.ts";
 import { log } from "../log.ts";
+import { Action } from "../steps.ts";
+import { shellQuote } from "../shell.ts";
 
 export interface MountEntry { target: string; root: string; options: string; optional: string; fstype: string; source: string }
 

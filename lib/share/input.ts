@@ -4,7 +4,7 @@ import { isAbsolute, join, normalize, relative, resolve } from "node:path";
 import type { Access, AttachmentDoc, Mode, StoreDoc, Vm } from "../config/model.ts";
 import { AivmError, UsageError } from "../errors.ts";
 import { GUEST_ROOT, within } from "./names.ts";
-import { shellQuote } from "../run.ts";
+import { shellQuote } from "../shell.ts";
 
 export const MODES: Mode[] = ["shared-root", "shared", "git"];
 

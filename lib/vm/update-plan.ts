@@ -6,7 +6,7 @@ import { virtiofsDrift } from "../drift.ts";
 import type { FwStatus } from "../fw.ts";
 import { mainDisk, GIB, LiveDomain } from "../libvirt/parse.ts";
 import { virshArgv, DomainState } from "../libvirt/virsh.ts";
-import type { Action } from "../run.ts";
+import { Action } from "../steps.ts";
 
 
 export type RestartPolicy = "auto" | "always" | "never";

@@ -1,0 +1,20 @@
+// Quoting for a POSIX shell: what --dry-run prints must run as pasted, byte for byte.
+
+const SAFE = /^[A-Za-z0-9_\/.,:=@%+-]+$/;
+
+/** Quote one argument for a POSIX shell so that a copy-paste runs exactly this argv. */
+export function shellQuote(arg: string): string {
+  if (arg !== "" && SAFE.test(arg)) return arg;
+  return `'${arg.replaceAll("'", `'\\''`)}'`;
+}
+
+export function shellJoin(argv: string[]): string {
+  return argv.map(shellQuote).join(" ");
+}
+
+export function heredoc(content: string): string {
+  let tag = "AIVM_EOF";
+  while (content.split("\n").includes(tag)) tag += "_";
+  const body = content.endsWith("\n") ? content : content + "\n";
+  return `<<'${tag}'\n${body}${tag}`;
+}
