@@ -5,6 +5,7 @@ import type { Paths } from "./config/model.ts";
 import type { Host } from "./host.ts";
 import type { Runner } from "./run.ts";
 import { virshRead } from "./libvirt/virsh.ts";
+import { lastLine } from "./errors.ts";
 
 export interface Check {
   name: string;
@@ -83,7 +84,7 @@ export async function libvirtCheck(runner: Runner, uri: string): Promise<Check> 
   try {
     const r = await virshRead(runner, uri, ["version", "--daemon"]);
     if (r.exitCode === 0) return { name: "libvirtd", ok: true, detail: `reachable at ${uri}` };
-    return { name: "libvirtd", ok: false, detail: `${uri}: ${r.stderr.trim().split("\n").pop()}`, fix: "start libvirtd and virtlogd" };
+    return { name: "libvirtd", ok: false, detail: `${uri}: ${lastLine(r.stderr)}`, fix: "start libvirtd and virtlogd" };
   } catch (e) {
     return { name: "libvirtd", ok: false, detail: (e as Error).message.replace(/^libvirt: /, ""), fix: "start libvirtd and virtlogd (no systemd: `virtlogd -d && libvirtd -d`)" };
   }
@@ -94,7 +95,7 @@ export async function firewallCheck(runner: Runner): Promise<Check> {
     const r = await runner.read(["nft", "list", "tables"], { privileged: true, nothrow: true });
     return r.exitCode === 0
       ? { name: "firewall backend (nftables)", ok: true, detail: "nft can list tables" }
-      : { name: "firewall backend (nftables)", ok: false, detail: r.stderr.trim().split("\n").pop() ?? `exit ${r.exitCode}`, fix: "install nftables and run aivm as root or with sudo" };
+      : { name: "firewall backend (nftables)", ok: false, detail: lastLine(r.stderr) || `exit ${r.exitCode}`, fix: "install nftables and run aivm as root or with sudo" };
   } catch (e) {
     return { name: "firewall backend (nftables)", ok: false, detail: (e as Error).message, fix: "install nftables" };
   }

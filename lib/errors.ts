@@ -78,3 +78,9 @@ export function formatError(err: unknown): { lines: string[]; exitCode: number }
   }
   return { lines: [`aivm: internal error: ${e?.message ?? String(err)}`], exitCode: EXIT.FAILED };
 }
+
+/** The last non-empty line a program printed (stderr, usually), without a leading "error:": for one-line messages. */
+export function lastLine(s: string): string {
+  const l = s.trim().split("\n").filter((x) => x.trim());
+  return (l[l.length - 1] ?? "").trim().replace(/^error:\s*/i, "");
+}

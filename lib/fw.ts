@@ -1,7 +1,7 @@
 // nftables isolation: one table per network, rendered from the config and replaced atomically in one `nft -f`.
 import template from "../templates/nftables.nft" with { type: "text" };
 import type { Network } from "./config/model.ts";
-import { AivmError } from "./errors.ts";
+import { AivmError, lastLine } from "./errors.ts";
 import { fill, nftString } from "./render.ts";
 import type { Runner } from "./run.ts";
 import { BRIDGE_RE, intToIpv4, ipv4ToInt, NAME_RE, parseCidr, portProblem, type Cidr } from "./validate.ts";
@@ -125,7 +125,7 @@ export async function liveTable(runner: Runner, table: string): Promise<string |
   if (r.exitCode === 0) return r.stdout;
   if (NO_TABLE.test(r.stderr)) return null;
   if (r.exitCode === 127) throw new AivmError("nft", "nft: command not found", 69, "install nftables (`aivm host install-deps`)");
-  throw new AivmError(`nft list table inet ${table}`, r.stderr.trim().split("\n").pop() || `exited ${r.exitCode}`);
+  throw new AivmError(`nft list table inet ${table}`, lastLine(r.stderr) || `exited ${r.exitCode}`);
 }
 
 export interface FwStatus {

@@ -3,7 +3,7 @@
 // runs them through a Backend: zx for what changes things, a direct spawn (no zx, no shell) for short reads, a
 // recorder in tests. Every running child and every registered cleanup is undone when aivm is interrupted.
 import { rmSync } from "node:fs";
-import { AivmError, EXIT, UsageError } from "./errors.ts";
+import { AivmError, EXIT, lastLine, UsageError } from "./errors.ts";
 import { writeFileAtomicSync } from "./fsutil.ts";
 import { realHost, type Host } from "./host.ts";
 import { canPrompt, log, out } from "./log.ts";
@@ -197,16 +197,11 @@ export class Runner {
     const r = await this.backend.exec(full, opts);
     const ok = opts.nothrow || (opts.okCodes ?? [0]).includes(r.exitCode);
     if (!ok) {
-      const why = r.exitCode === 127 && /command not found|No such file/.test(r.stderr) ? `${argv[0]}: command not found (is it installed? \`aivm doctor\` checks the host)` : `\`${shellJoin(argv).slice(0, 160)}\` exited ${r.exitCode}${lastLine(r.stderr)}`;
+      const why = r.exitCode === 127 && /command not found|No such file/.test(r.stderr) ? `${argv[0]}: command not found (is it installed? \`aivm doctor\` checks the host)` : `\`${shellJoin(argv).slice(0, 160)}\` exited ${r.exitCode}${lastLine(r.stderr) ? `: ${lastLine(r.stderr)}` : ""}`;
       throw new AivmError(opts.what ?? argv[0]!, why, EXIT.FAILED);
     }
     return r;
   }
-}
-
-function lastLine(s: string): string {
-  const lines = s.trim().split("\n").filter((l) => l.trim());
-  return lines.length ? `: ${lines[lines.length - 1]!.trim()}` : "";
 }
 
 /** The real backend: zx (loaded lazily, it costs startup time) for what changes things, Bun.spawn for reads. */

@@ -52,7 +52,7 @@ describe("doctor checks", () => {
     const lv = checks.find((c) => c.name === "libvirtd")!;
     expect(lv.ok).toBe(false);
     expect(lv.detail).toContain("/var/run/libvirt/libvirt-sock");
-    expect(checks.find((c) => c.name.startsWith("firewall"))).toMatchObject({ ok: false, detail: "Error: Operation not permitted" });
+    expect(checks.find((c) => c.name.startsWith("firewall"))).toMatchObject({ ok: false, detail: "Operation not permitted" });
     expect(formatChecks(checks).join("\n")).toContain("FAIL  libvirtd");
   });
 });

@@ -6,6 +6,7 @@
 import type { NetworkDoc, StoreDoc, VmDoc } from "../config/model.ts";
 import { resolveVm } from "../config/resolve.ts";
 import { validateDoc } from "../config/validate.ts";
+import { lastLine } from "../errors.ts";
 import { parseKeyValues, GIB, LiveDisk, mainDisk, parseBlkCapacity, parseDhcpRange, parseDomainXml, parseNetworkXml } from "../libvirt/parse.ts";
 import { virshRead } from "../libvirt/virsh.ts";
 import type { Runner } from "../run.ts";
@@ -53,7 +54,7 @@ export interface ImportPlan {
 /** Domains libvirt knows that the store does not record, with their summaries. */
 export async function listUnmanaged(runner: Runner, uri: string, doc: StoreDoc): Promise<DomainSummary[]> {
   const r = await virshRead(runner, uri, ["list", "--all", "--name"]);
-  if (r.exitCode !== 0) throw new Error(`virsh list: ${r.stderr.trim().split("\n").pop() ?? `exit ${r.exitCode}`}`);
+  if (r.exitCode !== 0) throw new Error(`virsh list: ${lastLine(r.stderr) || `exit ${r.exitCode}`}`);
   const managed = new Set((doc.vms ?? []).map((v) => v.name));
   const names = r.stdout.split("\n").map((l) => l.trim()).filter((n) => n && !managed.has(n));
   const out: DomainSummary[] = [];

@@ -7,11 +7,12 @@ import type { StoreDoc, Vm } from "../config/model.ts";
 import { resolveVm } from "../config/resolve.ts";
 import { programChecks } from "../doctor.ts";
 import { domainDrift, gib, mib, networkDrift } from "../drift.ts";
+import { lastLine } from "../errors.ts";
 import { firewallStatus, type FwStatus } from "../fw.ts";
 import { cachedImage, imageFiles, readManifest, sha256File } from "../image.ts";
 import { vmFacts, type VmFacts } from "../libvirt/facts.ts";
 import { mainDisk } from "../libvirt/parse.ts";
-import { lastLine, RUNNING } from "../libvirt/virsh.ts";
+import { RUNNING } from "../libvirt/virsh.ts";
 import type { Runner } from "../run.ts";
 import { sshArgv } from "../ssh-config.ts";
 import {

@@ -1,12 +1,12 @@
 // `aivm vm update`: read the facts, apply the plan through the Runner, restart by policy, grow the guest filesystem.
 
 import type { Vm } from "../config/model.ts";
-import { AivmError, EXIT, UsageError } from "../errors.ts";
+import { AivmError, EXIT, lastLine, UsageError } from "../errors.ts";
 import { applyFirewall, firewallStatus, FwStatus } from "../fw.ts";
 import { mainDisk, parseBlkCapacity, parseDomainXml, type LiveDomain } from "../libvirt/parse.ts";
-import { domainState, virshArgv, virshRead } from "../libvirt/virsh.ts";
+import { ACTIVE, domainState, virshArgv, virshRead } from "../libvirt/virsh.ts";
 import type { Runner } from "../run.ts";
-import { ACTIVE, type RestartPolicy, type UpdateChange, UpdateFacts, type UpdatePlan } from "../vm/update-plan.ts";
+import { type RestartPolicy, type UpdateChange, UpdateFacts, type UpdatePlan } from "../vm/update-plan.ts";
 import { stopVm, type Clock } from "../vm/power.ts";
 import { startWithBinds } from "./power.ts";
 import { withVmLock } from "../vm/files.ts";
@@ -22,7 +22,7 @@ export async function updateFacts(runner: Runner, vm: Vm): Promise<UpdateFacts> 
   const state = await domainState(runner, uri, vm.name);
   if (state === "absent") throw new AivmError(`vm update ${vm.name}`, "not created: run aivm vm create", EXIT.FAILED);
   const px = await virshRead(runner, uri, ["dumpxml", "--inactive", vm.name]);
-  if (px.exitCode !== 0) throw new AivmError(`virsh dumpxml ${vm.name}`, px.stderr.trim().split("\n").pop() || `exited ${px.exitCode}`);
+  if (px.exitCode !== 0) throw new AivmError(`virsh dumpxml ${vm.name}`, lastLine(px.stderr) || `exited ${px.exitCode}`);
   const persistent = parseDomainXml(px.stdout);
   let live: LiveDomain | null = null;
   if (ACTIVE.has(state)) {
@@ -111,7 +111,7 @@ export async function growGuestFs(runner: Runner, vm: Vm): Promise<boolean> {
     const r = await runner.read(sshArgv(vm, ip, { batch: true, connectTimeoutS: 5, command: [GROW_FS] }), { nothrow: true, timeoutMs: 60_000 });
     const word = r.stdout.trim();
     if (word === "grown") return true;
-    log.info(word.startsWith("skip") ? `the guest's root is not ext4 on the whole /dev/vda (${word.slice(5)}): cloud-init grows it at the next boot` : `could not grow the guest filesystem online (${word || r.stderr.trim().split("\n").pop()}); cloud-init grows it at the next boot`);
+    log.info(word.startsWith("skip") ? `the guest's root is not ext4 on the whole /dev/vda (${word.slice(5)}): cloud-init grows it at the next boot` : `could not grow the guest filesystem online (${word || lastLine(r.stderr)}); cloud-init grows it at the next boot`);
   } catch (e) {
     log.info(`could not grow the guest filesystem online: ${(e as Error).message}`);
   }

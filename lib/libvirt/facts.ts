@@ -2,10 +2,10 @@
 // connection), and the answers come back split per command. `vmFacts` is the whole picture of one VM and its network.
 import type { Vm } from "../config/model.ts";
 import { macAddress } from "../domain.ts";
-import { UnavailableError } from "../errors.ts";
+import { lastLine, UnavailableError } from "../errors.ts";
 import type { Runner } from "../run.ts";
 import { leaseIp, parseBlkinfoAll, parseDomainXml, parseDomifaddr, parseKeyValues, parseLeases, parseNetworkXml, type Lease, type LiveDomain, type LiveNetConfig } from "./parse.ts";
-import { lastLine, NO_DOMAIN, UNREACHABLE, virshArgv, type DomainState } from "./virsh.ts";
+import { ACTIVE, NO_DOMAIN, UNREACHABLE, virshArgv, type DomainState } from "./virsh.ts";
 
 /** An argument for virsh's own command-line parser (the one that reads `cmd a; cmd b`). */
 function virshWord(a: string): string {
@@ -56,7 +56,6 @@ export interface VmFacts {
   ip: string | null;
 }
 
-const ACTIVE = new Set(["running", "idle", "blocked", "no state", "paused", "pmsuspended", "in shutdown"]);
 
 /** Everything aivm reads about a VM and its network, in one virsh process. `domain: false` skips the domain questions. */
 export async function vmFacts(runner: Runner, vm: Vm, o: { domain?: boolean } = {}): Promise<VmFacts> {

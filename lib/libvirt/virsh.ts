@@ -1,7 +1,7 @@
 // Every virsh call: the argv, the one place that maps an unreachable libvirtd to exit 69, and the state
 // questions aivm asks libvirt (domain state and UUID, network state).
 import type { ExecOptions, Result, Runner } from "../run.ts";
-import { AivmError, UnavailableError } from "../errors.ts";
+import { AivmError, lastLine, UnavailableError } from "../errors.ts";
 import { parseKeyValues } from "./parse.ts";
 
 export function virshArgv(uri: string, ...args: string[]): string[] {
@@ -27,7 +27,7 @@ export async function virshRead(runner: Runner, uri: string, args: string[], opt
 export async function virshExec(runner: Runner, uri: string, args: string[], opts: ExecOptions = {}): Promise<Result> {
   const r = check(uri, await runner.exec(virshArgv(uri, ...args), { ...opts, nothrow: true }));
   if (r.exitCode !== 0 && !opts.nothrow && !(opts.okCodes ?? [0]).includes(r.exitCode)) {
-    throw new AivmError(opts.what ?? `virsh ${args[0]}`, r.stderr.trim().split("\n").pop()?.replace(/^error:\s*/, "") || `exited ${r.exitCode}`);
+    throw new AivmError(opts.what ?? `virsh ${args[0]}`, lastLine(r.stderr) || `exited ${r.exitCode}`);
   }
   return r;
 }
@@ -51,12 +51,11 @@ export async function domainUuid(runner: Runner, uri: string, name: string): Pro
   throw new AivmError(`virsh domuuid ${name}`, lastLine(r.stderr) || `exited ${r.exitCode}`);
 }
 
-export function lastLine(s: string): string {
-  const l = s.trim().split("\n").filter((x) => x.trim());
-  return (l[l.length - 1] ?? "").trim().replace(/^error:\s*/, "");
-}
-
+/** Domain states in which the guest is running. */
 export const RUNNING = new Set(["running", "idle", "blocked", "no state"]);
+
+/** Domain states in which the domain is active (has a qemu process), running or not. */
+export const ACTIVE = new Set([...RUNNING, "paused", "pmsuspended", "in shutdown"]);
 
 export interface NetState {
   defined: boolean;
@@ -75,7 +74,7 @@ export async function networkState(runner: Runner, uri: string, name: string): P
   const r = await virshRead(runner, uri, ["net-info", name]);
   if (r.exitCode !== 0) {
     if (NOT_FOUND.test(r.stderr)) return { ...ABSENT };
-    throw new AivmError(`virsh net-info ${name}`, r.stderr.trim().split("\n").pop()?.replace(/^error:\s*/, "") || `exited ${r.exitCode}`);
+    throw new AivmError(`virsh net-info ${name}`, lastLine(r.stderr) || `exited ${r.exitCode}`);
   }
   const kv = parseKeyValues(r.stdout);
   return {

@@ -3,11 +3,11 @@ import { existsSync } from "node:fs";
 import type { Runner } from "../run.ts";
 import type { Vm } from "../config/model.ts";
 import { macAddress } from "../domain.ts";
-import { domainState, lastLine, RUNNING, virshRead, type DomainState } from "../libvirt/virsh.ts";
+import { domainState, RUNNING, virshRead, type DomainState } from "../libvirt/virsh.ts";
 import { leaseIp, parseDomifaddr } from "../libvirt/parse.ts";
 import { cachedIp, vmFiles } from "./files.ts";
 import { realClock, Clock } from "./power.ts";
-import { AivmError, EXIT } from "../errors.ts";
+import { AivmError, EXIT, lastLine } from "../errors.ts";
 import { sshArgv } from "../ssh-config.ts";
 import { log } from "../log.ts";
 

@@ -1,8 +1,8 @@
 // Start, stop and delete a domain: the state machines on libvirt, with ACPI shutdown and a timeout.
 import type { Runner } from "../run.ts";
 import type { Vm } from "../config/model.ts";
-import { domainState, lastLine, NO_DOMAIN, RUNNING, virshExec } from "../libvirt/virsh.ts";
-import { AivmError, EXIT } from "../errors.ts";
+import { domainState, NO_DOMAIN, RUNNING, virshExec } from "../libvirt/virsh.ts";
+import { AivmError, EXIT, lastLine } from "../errors.ts";
 import { checkVmDir, isFreshDir, vmFiles } from "./files.ts";
 import { log } from "../log.ts";
 

@@ -5,7 +5,7 @@ import type { Vm } from "../config/model.ts";
 import { virtiofsDrift } from "../drift.ts";
 import type { FwStatus } from "../fw.ts";
 import { mainDisk, GIB, LiveDomain } from "../libvirt/parse.ts";
-import { virshArgv, DomainState } from "../libvirt/virsh.ts";
+import { virshArgv, DomainState, ACTIVE } from "../libvirt/virsh.ts";
 import { Action } from "../steps.ts";
 
 
@@ -44,8 +44,7 @@ export interface UpdateFacts {
   fw: FwStatus | null;
 }
 
-export const ACTIVE = new Set(["running", "idle", "blocked", "no state", "paused", "pmsuspended", "in shutdown"]);
-
+export 
 const run = (argv: string[]): Action => ({ kind: "run", argv });
 
 /** Pure: the changes that bring the domain to the config. */
