@@ -2,8 +2,8 @@
 import templateText from "../templates/network.xml" with { type: "text" };
 import type { Network, StoreDoc } from "./config/model.ts";
 import { networkDrift } from "./drift.ts";
-import { parseLeases, parseNetworkXml, type Lease } from "./libvirt/parse.ts";
-import { networkState, virshArgv, virshRead } from "./libvirt/virsh.ts";
+import { LiveNetConfig, parseLeases, parseNetworkXml, type Lease } from "./libvirt/parse.ts";
+import { NetState, networkState, virshArgv, virshRead } from "./libvirt/virsh.ts";
 import { renderXml } from "./render.ts";
 import type { Runner } from "./run.ts";
 import { parseCidr, Cidr, cidrsOverlap, ipv4ToInt } from "./validate.ts";
@@ -24,10 +24,14 @@ export function renderNetworkXml(net: Network): string {
   });
 }
 
-async function warnDrift(runner: Runner, uri: string, net: Network): Promise<string[]> {
-  const r = await virshRead(runner, uri, ["net-dumpxml", net.name]);
-  if (r.exitCode !== 0) return [];
-  const drift = networkDrift(net, parseNetworkXml(r.stdout));
+async function warnDrift(runner: Runner, uri: string, net: Network, known?: LiveNetConfig | null): Promise<string[]> {
+  let live = known ?? null;
+  if (known === undefined) {
+    const r = await virshRead(runner, uri, ["net-dumpxml", net.name]);
+    if (r.exitCode === 0) live = parseNetworkXml(r.stdout);
+  }
+  if (!live) return [];
+  const drift = networkDrift(net, live);
   if (drift.length) {
     log.warn(`network ${net.name} is defined differently from the config: ${drift.join("; ")}. ` +
       `aivm does not redefine it; to apply the config run \`aivm net destroy ${net.name}\` then \`aivm net create ${net.name}\``);
@@ -93,8 +97,9 @@ function netAction(uri: string, ...args: string[]): Action {
 }
 
 /** Define (from stdin), start and autostart when missing; start when inactive; nothing when active. */
-export async function ensureNetwork(runner: Runner, uri: string, net: Network): Promise<"created" | "started" | "unchanged"> {
-  const st = await networkState(runner, uri, net.name);
+/** Define (from stdin), start and autostart when missing; start when inactive; nothing when active. `known`: state already read. */
+export async function ensureNetwork(runner: Runner, uri: string, net: Network, known?: NetState & { xml?: LiveNetConfig | null }): Promise<"created" | "started" | "unchanged"> {
+  const st = known ?? (await networkState(runner, uri, net.name));
   if (!st.defined) {
     await checkSubnetFree(runner, net);
     await runner.step({
@@ -109,7 +114,7 @@ export async function ensureNetwork(runner: Runner, uri: string, net: Network): 
     });
     return "created";
   }
-  await warnDrift(runner, uri, net);
+  await warnDrift(runner, uri, net, known ? (known.xml ?? null) : undefined);
   const autostart = st.persistent && !st.autostart ? [netAction(uri, "net-autostart", net.name)] : [];
   if (!st.persistent) log.warn(`network ${net.name} is transient (not persistent): it cannot autostart`);
   if (!st.active) {

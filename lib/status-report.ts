@@ -1,6 +1,7 @@
 // The `aivm status` report: its layers and shape (documented in README.md), the next commands, the text form,
 // and the pure guest-side probes and their verdicts.
 import { isDefaultConfigPath, Vm } from "./config/model.ts";
+import { CLOUD_INIT_PROBE } from "./guest-probe.ts";
 import { shellQuote } from "./shell.ts";
 
 export type Tri = true | false | null;
@@ -115,10 +116,6 @@ export function formatStatus(r: StatusReport, o: { detail?: boolean } = {}): str
 
 // ---------- the guest-side probe: one ssh session, shell builtins and cat ----------
 
-export const CLOUD_INIT_RESULT = "/run/cloud-init/result.json";
-export const CLOUD_INIT_STATUS = "/run/cloud-init/status.json";
-export const BOOT_FINISHED = "/var/lib/cloud/instance/boot-finished";
-
 /**
  * The script the guest user's shell runs for `status`: cloud-init's own result files (no Python started in the
  * guest), then one line per attachment. Sections start with `@name`.
@@ -126,38 +123,8 @@ export const BOOT_FINISHED = "/var/lib/cloud/instance/boot-finished";
 export function guestProbeScript(attachments: Vm["attachments"]): string {
   return [
     `echo @cloud-init`,
-    `if [ -e ${CLOUD_INIT_RESULT} ]; then echo result; cat ${CLOUD_INIT_RESULT}; echo; elif [ -e ${CLOUD_INIT_STATUS} ]; then echo running; elif [ -e ${BOOT_FINISHED} ]; then echo boot-finished; else echo not-started; fi`,
+    CLOUD_INIT_PROBE,
     `echo @attachments`,
     ...attachments.map((a, i) => attachmentProbe(i, a)),
   ].join("; ");
-}
-
-export interface CloudInitVerdict { state: "done" | "error" | "running" | "not-started"; errors: string[] }
-
-/** Pure: the cloud-init section of the probe's output. */
-export function cloudInitVerdict(section: string): CloudInitVerdict {
-  const [first, ...rest] = section.trim().split("\n");
-  if (first === "running") return { state: "running", errors: [] };
-  if (first === "boot-finished") return { state: "done", errors: [] };
-  if (first !== "result") return { state: "not-started", errors: [] };
-  try {
-    const errors = (JSON.parse(rest.join("\n")) as { v1?: { errors?: unknown[] } }).v1?.errors ?? [];
-    return errors.length ? { state: "error", errors: errors.map(String) } : { state: "done", errors: [] };
-  } catch {
-    return { state: "error", errors: [`${CLOUD_INIT_RESULT} is not JSON`] };
-  }
-}
-
-/** Pure: split the probe's output into its `@name` sections. */
-export function probeSections(stdout: string): Map<string, string> {
-  const out = new Map<string, string>();
-  let name = "";
-  for (const line of stdout.split("\n")) {
-    const m = /^@([a-z-]+)$/.exec(line.trim());
-    if (m) {
-      name = m[1]!;
-      out.set(name, "");
-    } else if (name) out.set(name, out.get(name) + line + "\n");
-  }
-  return out;
 }

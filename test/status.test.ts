@@ -120,7 +120,7 @@ describe("the layer table", () => {
   });
 
   test("libvirtd unreachable: libvirtd false, the layers behind it unknown with the reason, never false", async () => {
-    const r = await status(doc(), (f) => f.on([...V, "version"], { exitCode: 1, stderr: "error: failed to connect to the hypervisor\nerror: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory\n" }));
+    const r = await status(doc(), (f) => f.on(["virsh"], { exitCode: 1, stderr: "error: failed to connect to the hypervisor\nerror: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory\n" }));
     expect(table(r)).toMatchObject({ libvirtd: false, network: null, vm: null, ip: null, ssh: null, "cloud-init": null, drift: null, firewall: true, image: true });
     expect(row(r, "network").reason).toContain("libvirtd is not reachable");
     expect(row(r, "ip").reason).toContain("libvirtd is not reachable");

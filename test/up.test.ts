@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import { join } from "node:path";
 import { aivm, BUN, isolatedEnv, ROOT } from "./helpers/cli.ts";
 import { describeUp, up, UpReport } from "../lib/flows/up.ts";
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { resolveVm } from "../lib/config/resolve.ts";
 import { fakeRunner } from "./helpers/fake-runner.ts";
@@ -26,19 +26,25 @@ test("describeUp: a first run lists what it did; a second says nothing changed",
   expect(again.at(-1)).toBe("nothing changed: box is already up at 10.77.0.100");
 });
 
-test("a second `aivm up` while the first still runs fails at once, naming the holder, and changes nothing", async () => {
+test("a second `aivm up` while the first still runs waits for it (saying so), then goes on", async () => {
   const env = isolatedEnv();
+  // a libvirt that never answers: after the wait, up stops at its first read (exit 69) and records nothing
+  const cfg = join(env.XDG_CONFIG_HOME!, "aivm", "config.toml");
+  mkdirSync(join(env.XDG_CONFIG_HOME!, "aivm"), { recursive: true });
+  writeFileSync(cfg, '[defaults.paths]\nlibvirt_uri = "qemu+unix:///system?socket=/nonexistent/aivm-test.sock"\n');
   const lock = join(env.XDG_DATA_HOME!, "aivm", "vms", "box", ".lock");
   const holder = Bun.spawn([BUN, "-e", `const { acquireLock } = await import(${JSON.stringify(join(ROOT, "lib/lock.ts"))}); acquireLock(${JSON.stringify(lock)}); console.log("held"); await Bun.sleep(20000);`], { stdout: "pipe", env });
   const reader = (holder.stdout as ReadableStream<Uint8Array>).getReader();
   expect(new TextDecoder().decode((await reader.read()).value)).toContain("held");
   try {
-    const r = await aivm(["up", "--vm", "box", "--yes"], { env });
-    expect(r.exitCode).toBe(1);
-    expect(r.stderr).toContain(`another aivm process (pid ${holder.pid}) holds`);
+    const pending = aivm(["up", "--vm", "box", "--yes"], { env });
+    await Bun.sleep(1500);
+    holder.kill();
+    const r = await pending;
+    expect(r.stderr).toContain("up: waiting for another aivm process working on box");
+    expect(r.exitCode).toBe(69);
     expect(r.stdout).toBe("");
-    // nothing recorded in the config store
-    expect(await Bun.file(join(env.XDG_CONFIG_HOME!, "aivm", "config.toml")).exists()).toBe(false);
+    expect(readFileSync(cfg, "utf8")).not.toContain("[[vms]]");
   } finally {
     holder.kill();
   }
@@ -51,6 +57,7 @@ test("an image checksum mismatch stops `aivm up` before libvirt, nftables or the
   const doc = { defaults: { image: { url: `file://${src}`, sha256: "a".repeat(64) }, paths: { image_cache: join(dir, "cache"), vm_root: join(dir, "vms") } } };
   const vm = resolveVm(doc, "box");
   const { runner, fake } = fakeRunner();
+  fake.on(["virsh", "-q", "-c", "qemu:///system", "version", "--daemon"], { stdout: "Running against daemon: 9.0.0\n" });
   fake.on(["virsh", "-q", "-c", "qemu:///system", "domstate", "box"], { exitCode: 1, stderr: "error: failed to get domain 'box'" });
   fake.on(["install"], {}).on(["mkdir"], {}).on(["cp"], (argv) => { writeFileSync(argv.at(-1)!, "not the pinned image"); return {}; }).on(["rm"], {});
   const config = join(dir, "config.toml");

@@ -287,7 +287,7 @@ describe("aivm vm", () => {
     expect((await run("vm", "wait", "--timeout", "soon")).code).toBe(EXIT.USAGE);
     fake.on([...V, "domstate", "box"], { stdout: "running\n" });
     fake.on([...V, "net-dhcp-leases"], lease("10.77.0.9"));
-    fake.on(ssh, { exitCode: 0 });
+    fake.on(ssh, { exitCode: 0, stdout: 'result\n{"v1": {"errors": []}}\n' });
     expect(await run("vm", "wait", "--timeout", "5")).toMatchObject({ code: 0, stdout: "10.77.0.9\n" });
   });
 

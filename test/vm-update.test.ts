@@ -202,7 +202,7 @@ describe("updateFacts", () => {
     fake.on([...V, "domstate", "box"], { stdout: "running\n" });
     fake.on([...V, "dumpxml", "--inactive", "box"], { stdout: xml({ vcpus: 4 }) });
     fake.on([...V, "dumpxml", "box"], { stdout: xml() });
-    fake.on([...V, "domblkinfo", "box", "vda"], { stdout: `Capacity: ${8 * GIB}\n` });
+    fake.on([...V, "domblkinfo", "box", "--all"], { stdout: ` vda ${8 * GIB} 1 1\n` });
     fake.on(["nft", "list", "table"], { stdout: expectedTable(v.network).join("\n") });
     const f = await updateFacts(runner, v);
     expect(f).toMatchObject({ state: "running", diskBytes: 8 * GIB, fw: { equal: true } });

@@ -515,30 +515,55 @@ describe("waitVm", () => {
   beforeEach(() => setup());
   const isSsh = (argv: string[], what: string) => argv[0] === "ssh" && argv.join(" ").endsWith(what);
 
-  test("IP, then SSH, then cloud-init, with progress naming the stage", async () => {
+  const isProbe = (argv: string[]) => argv[0] === "ssh" && argv.at(-1)!.includes("/run/cloud-init/result.json");
+  const DONE = { stdout: 'result\n{"v1": {"datasource": "NoCloud", "errors": []}}\n' };
+
+  test("IP, then SSH and cloud-init in one session, with progress naming the stage", async () => {
     const { runner, fake } = fakeRunner();
     fake.on([...V, "domstate", "box"], { stdout: "running\n" });
     fake.on([...V, "net-dhcp-leases"], { stdout: leases("10.77.0.5") });
     fake.on([...V, "net-dhcp-leases"], { stdout: "" }, 14);
     fake.on([...V, "domifaddr"], { stdout: "" });
-    fake.on((a) => isSsh(a, " true"), { exitCode: 0 });
-    fake.on((a) => isSsh(a, " true"), { exitCode: 255, stderr: "ssh: connect to host 10.77.0.5 port 22: Connection refused\n" }, 3);
-    fake.on((a) => isSsh(a, "cloud-init status --wait"), { exitCode: 0, stdout: "status: done\n" });
+    fake.on(isProbe, DONE);
+    fake.on(isProbe, { exitCode: 255, stderr: "ssh: connect to host 10.77.0.5 port 22: Connection refused\n" }, 3);
     expect(await waitVm(runner, vm, { clock: fakeClock() })).toEqual({ ip: "10.77.0.5" });
     expect(stderr).toMatch(/box: waiting for an IP address \(DHCP lease\) \(\d+s\)/);
-    const ssh = fake.calls.filter((c) => c.argv?.[0] === "ssh").map((c) => c.argv!.join(" "));
-    expect(ssh).toHaveLength(5);
-    expect(ssh[0]).toContain("10.77.0.5");
-    expect(ssh[0]).toContain("BatchMode=yes");
-    expect(ssh[0]).toContain("ConnectTimeout=5");
-    expect(ssh[4]).toContain("cloud-init status --wait");
+    const ssh = fake.calls.filter((c) => c.argv?.[0] === "ssh").map((c) => c.argv!);
+    expect(ssh).toHaveLength(4);
+    expect(ssh[0]!.join(" ")).toContain("10.77.0.5");
+    expect(ssh[0]!.join(" ")).toContain("BatchMode=yes");
+    expect(ssh[0]!.join(" ")).toContain("ConnectTimeout=5");
+    // the guest waits for cloud-init in a shell loop: no Python, no `cloud-init status --wait`
+    expect(ssh[3]!.at(-1)).toMatch(/^i=0; while \[ ! -e \/run\/cloud-init\/result.json \]/);
+    expect(ssh.some((a) => a.join(" ").includes("cloud-init status"))).toBe(false);
+  });
+
+  test("a known address and a finished cloud-init: one ssh session, no libvirt call", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on(isProbe, DONE);
+    expect(await waitVm(runner, vm, { clock: fakeClock(), known: { ip: "10.77.0.9" } })).toEqual({ ip: "10.77.0.9" });
+    expect(fake.commands()).toHaveLength(1);
+  });
+
+  test("cloud-init still running: the stage says so, and a timeout names it", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on(isProbe, { stdout: "running\n" });
+    const e = (await waitVm(runner, vm, { clock: fakeClock(), timeoutS: 20, known: { ip: "10.77.0.9" } }).catch((x) => x)) as AivmError;
+    expect(e.why).toBe("timed out after 20s waiting for cloud-init to finish (last: cloud-init is running)");
+  });
+
+  test("cloud-init ended in error: a warning, not a failure", async () => {
+    const { runner, fake } = fakeRunner();
+    fake.on(isProbe, { stdout: 'result\n{"v1": {"errors": ["module write_files failed"]}}\n' });
+    expect(await waitVm(runner, vm, { clock: fakeClock(), known: { ip: "10.77.0.9" } })).toEqual({ ip: "10.77.0.9" });
+    expect(stderr).toContain("cloud-init reported an error in box: module write_files failed");
   });
 
   test("timeout in the SSH stage names the stage and points at console-log", async () => {
     const { runner, fake } = fakeRunner();
     fake.on([...V, "domstate", "box"], { stdout: "running\n" });
     fake.on([...V, "net-dhcp-leases"], { stdout: leases("10.77.0.5") });
-    fake.on((a) => isSsh(a, " true"), { exitCode: 255, stderr: "ssh: connect to host 10.77.0.5 port 22: Connection refused\n" });
+    fake.on(isProbe, { exitCode: 255, stderr: "ssh: connect to host 10.77.0.5 port 22: Connection refused\n" });
     const e = (await waitVm(runner, vm, { clock: fakeClock(), timeoutS: 20 }).catch((x) => x)) as AivmError;
     expect(e).toBeInstanceOf(AivmError);
     expect(e.why).toBe("timed out after 20s waiting for SSH (pinned host key) (last: ssh: connect to host 10.77.0.5 port 22: Connection refused)");
@@ -560,16 +585,10 @@ describe("waitVm", () => {
     await expect(waitVm(runner, vm, { clock: fakeClock() })).rejects.toThrow("the VM is shut off, not running");
   });
 
-  test("no cloud-init CLI in the guest: polls for boot-finished", async () => {
+  test("an image without cloud-init's result files: boot-finished counts as finished", async () => {
     const { runner, fake } = fakeRunner();
-    fake.on([...V, "domstate", "box"], { stdout: "running\n" });
-    fake.on([...V, "net-dhcp-leases"], { stdout: leases("10.77.0.5") });
-    fake.on((a) => isSsh(a, " true"), { exitCode: 0 });
-    fake.on((a) => isSsh(a, "cloud-init status --wait"), { exitCode: 127, stderr: "bash: cloud-init: command not found\n" });
-    fake.on((a) => isSsh(a, "/var/lib/cloud/instance/boot-finished"), { exitCode: 0 });
-    fake.on((a) => isSsh(a, "/var/lib/cloud/instance/boot-finished"), { exitCode: 1 }, 2);
-    expect(await waitVm(runner, vm, { clock: fakeClock() })).toEqual({ ip: "10.77.0.5" });
-    expect(fake.commands().filter((c) => c.includes("boot-finished"))).toHaveLength(3);
+    fake.on(isProbe, { stdout: "boot-finished\n" });
+    expect(await waitVm(runner, vm, { clock: fakeClock(), known: { ip: "10.77.0.9" } })).toEqual({ ip: "10.77.0.9" });
   });
 });
 

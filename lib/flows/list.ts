@@ -4,9 +4,10 @@ import { join } from "node:path";
 import type { Runner } from "../run.ts";
 import type { StoreDoc } from "../config/model.ts";
 import { networkNames, resolveNetwork, resolvePaths, resolveVm, vmNames } from "../config/resolve.ts";
-import { virshRead } from "../libvirt/virsh.ts";
 import { parseTable } from "../libvirt/parse.ts";
 import { vmStatus, VmStatus } from "../vm/ip.ts";
+import { virshBatch } from "../libvirt/facts.ts";
+import { lastLine } from "../errors.ts";
 
 export interface Listing {
   libvirt: { reachable: boolean; uri: string; error?: string };
@@ -21,9 +22,13 @@ export async function listAll(runner: Runner, doc: StoreDoc): Promise<Listing> {
   let nets: Map<string, string> | null = null;
   let error: string | undefined;
   try {
-    const [d, n] = await Promise.all([virshRead(runner, uri, ["list", "--all"]), virshRead(runner, uri, ["net-list", "--all"])]);
-    if (d.exitCode === 0) domains = parseTable(d.stdout, 1, [2]);
-    if (n.exitCode === 0) nets = parseTable(n.stdout, 0, [1, 2]);
+    // one virsh process for both questions
+    const b = await virshBatch(runner, uri, [["list", "--all"], ["net-list", "--all"]]);
+    if (b.stderr.trim() && !b.outputs.some((o) => o.trim())) error = lastLine(b.stderr);
+    else {
+      domains = parseTable(b.outputs[0]!, 1, [2]);
+      nets = parseTable(b.outputs[1]!, 0, [1, 2]);
+    }
   } catch (e) {
     error = (e as Error).message;
   }

@@ -5,7 +5,7 @@ import { updateStore } from "../config/store.ts";
 import type { Vm } from "../config/model.ts";
 import { AivmError } from "../errors.ts";
 import { applyFirewall } from "../fw.ts";
-import { domainState } from "../libvirt/virsh.ts";
+import { DomainState, domainState } from "../libvirt/virsh.ts";
 import type { Runner } from "../run.ts";
 import { releaseVmMounts, restoreHostBinds } from "../share/host-mounts.ts";
 import { removeSshConfig } from "../ssh-config.ts";
@@ -14,7 +14,7 @@ import { withVmLock } from "../vm/files.ts";
 import { deleteVm, startVm, stopVm, type Clock } from "../vm/power.ts";
 
 /** Start the domain, restoring the host binds of its saved folders first when it cold-starts. */
-export function startWithBinds(runner: Runner, vm: Vm, o: { clock?: Clock } = {}): ReturnType<typeof startVm> {
+export function startWithBinds(runner: Runner, vm: Vm, o: { clock?: Clock; state?: DomainState } = {}): ReturnType<typeof startVm> {
   return startVm(runner, vm, { ...o, beforeStart: () => restoreHostBinds(runner, vm) });
 }
 

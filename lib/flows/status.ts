@@ -9,6 +9,7 @@ import { programChecks } from "../doctor.ts";
 import { domainDrift, gib, mib, networkDrift } from "../drift.ts";
 import { lastLine } from "../errors.ts";
 import { firewallStatus, type FwStatus } from "../fw.ts";
+import { cloudInitVerdict, probeSections } from "../guest-probe.ts";
 import { cachedImage, imageFiles, readManifest, sha256File } from "../image.ts";
 import { vmFacts, type VmFacts } from "../libvirt/facts.ts";
 import { mainDisk } from "../libvirt/parse.ts";
@@ -16,7 +17,7 @@ import { RUNNING } from "../libvirt/virsh.ts";
 import type { Runner } from "../run.ts";
 import { sshArgv } from "../ssh-config.ts";
 import {
-    attachmentVerdicts, cloudInitVerdict, guestProbeScript, nextCommands, probeSections, type Layer, type LayerName, type StatusReport,
+    attachmentVerdicts, guestProbeScript, nextCommands, type Layer, type LayerName, type StatusReport,
 } from "../status-report.ts";
 import { cachedIp, vmFiles } from "../vm/files.ts";
 

@@ -4,17 +4,17 @@ import type { StoreDoc, Vm } from "../config/model.ts";
 import { recordVm } from "../config/resolve.ts";
 import { updateStore } from "../config/store.ts";
 import { applyFirewall } from "../fw.ts";
-import { domainState } from "../libvirt/virsh.ts";
-import { acquireLock } from "../lock.ts";
 import { ensureNetwork } from "../net.ts";
 import type { Runner } from "../run.ts";
 import { upsertSshConfig } from "../ssh-config.ts";
 import { ensureVm } from "../vm/create.ts";
-import { vmFiles } from "../vm/files.ts";
+import { withVmLock } from "../vm/files.ts";
 import { waitVm } from "../vm/ip.ts";
-import { startVm } from "../vm/power.ts";
 import { log } from "../log.ts";
 import { ensureImage } from "../image-fetch.ts";
+import { vmFacts } from "../libvirt/facts.ts";
+import { AivmError, UnavailableError } from "../errors.ts";
+import { startWithBinds } from "./power.ts";
 
 
 export interface UpReport {
@@ -25,34 +25,37 @@ export interface UpReport {
   changed: boolean;
 }
 
+/**
+ * Bring the VM up, each job only when needed. Reads first, in one virsh process: an unreachable libvirtd (exit 69)
+ * or a checksum mismatch leaves libvirt, nftables and the store as they were. On a running, unchanged VM this is one
+ * virsh process, one nft read and one ssh session.
+ */
 export async function up(runner: Runner, configPath: string, doc: StoreDoc, vm: Vm, opts: { sshConfigFile?: string } = {}): Promise<UpReport> {
-  const release = runner.dryRun ? () => {} : acquireLock(vmFiles(vm).lock, { waitMs: 0, what: `aivm up ${vm.name}`, reentrant: true });
-  try {
-    // reads and the image first: an unreachable libvirtd (exit 69) or a checksum mismatch leaves libvirt,
-    // nftables and the store as they were
-    await domainState(runner, vm.paths.libvirtUri, vm.name);
+  return withVmLock(vm, async () => {
+    const facts = await vmFacts(runner, vm);
+    if (!facts.reachable) throw new UnavailableError("libvirt", facts.error ?? `cannot reach libvirtd at ${vm.paths.libvirtUri}`, "start libvirtd (and virtlogd), or set [defaults.paths] libvirt_uri; `aivm doctor` checks the host");
+    if (facts.state === null) throw new AivmError(`up ${vm.name}`, facts.error ?? "libvirt did not say what state the VM is in");
     const { fetched } = await ensureImage(runner, vm.paths, vm.image);
-    const network = await ensureNetwork(runner, vm.paths.libvirtUri, vm.network);
+    const network = await ensureNetwork(runner, vm.paths.libvirtUri, vm.network, facts.network);
     const firewall = await applyFirewall(runner, vm.network);
     let store = "unchanged";
     if (!vm.recorded) {
       const { wrote } = updateStore(configPath, (d) => recordVm(d, vm), { dryRun: runner.dryRun });
       if (wrote) store = "recorded";
     }
-    const created = await ensureVm(runner, vm);
-    const state = await startVm(runner, vm);
+    const created = await ensureVm(runner, vm, { uuid: facts.uuid });
+    const state = await startWithBinds(runner, vm, created === "created" ? {} : { state: facts.state });
     let ip: string | null = null;
     let sshConfig = "skipped (dry run)";
     if (!runner.dryRun) {
-      ({ ip } = await waitVm(runner, vm));
+      const known = state === "unchanged" && network === "unchanged" && facts.ip ? { ip: facts.ip } : undefined;
+      ({ ip } = await waitVm(runner, vm, known ? { known } : {}));
       sshConfig = await upsertSshConfig(runner, vm, ip, opts.sshConfigFile);
     }
     const changes = { network, firewall, image: fetched ? "fetched" : "cached", store, vm: created, state, sshConfig };
     const changed = network !== "unchanged" || firewall === "applied" || fetched || store !== "unchanged" || created !== "unchanged" || state !== "unchanged" || sshConfig === "written";
     return { vm: vm.name, ip, network: vm.network.name, changes, changed };
-  } finally {
-    release();
-  }
+  }, { dryRun: runner.dryRun, what: "up" });
 }
 
 export function describeUp(r: UpReport): string[] {

@@ -1,10 +1,10 @@
 // `aivm vm update`: read the facts, apply the plan through the Runner, restart by policy, grow the guest filesystem.
 
 import type { Vm } from "../config/model.ts";
-import { AivmError, EXIT, lastLine, UsageError } from "../errors.ts";
-import { applyFirewall, firewallStatus, FwStatus } from "../fw.ts";
-import { mainDisk, parseBlkCapacity, parseDomainXml, type LiveDomain } from "../libvirt/parse.ts";
-import { ACTIVE, domainState, virshArgv, virshRead } from "../libvirt/virsh.ts";
+import { AivmError, EXIT, lastLine, UnavailableError, UsageError } from "../errors.ts";
+import { applyFirewall, firewallStatus } from "../fw.ts";
+import { mainDisk } from "../libvirt/parse.ts";
+import { ACTIVE, virshArgv } from "../libvirt/virsh.ts";
 import type { Runner } from "../run.ts";
 import { type RestartPolicy, type UpdateChange, UpdateFacts, type UpdatePlan } from "../vm/update-plan.ts";
 import { stopVm, type Clock } from "../vm/power.ts";
@@ -14,34 +14,19 @@ import { describePlan, planUpdate } from "../vm/update-plan.ts";
 import { vmIp } from "../vm/ip.ts";
 import { sshArgv } from "../ssh-config.ts";
 import { log } from "../log.ts";
+import { vmFacts } from "../libvirt/facts.ts";
 
 
-/** Read what the planner needs: state, both definitions, disk capacity, firewall. */
+/** Read what the planner needs (state, both definitions, disk capacity: one virsh process; the firewall beside it). */
 export async function updateFacts(runner: Runner, vm: Vm): Promise<UpdateFacts> {
-  const uri = vm.paths.libvirtUri;
-  const state = await domainState(runner, uri, vm.name);
-  if (state === "absent") throw new AivmError(`vm update ${vm.name}`, "not created: run aivm vm create", EXIT.FAILED);
-  const px = await virshRead(runner, uri, ["dumpxml", "--inactive", vm.name]);
-  if (px.exitCode !== 0) throw new AivmError(`virsh dumpxml ${vm.name}`, lastLine(px.stderr) || `exited ${px.exitCode}`);
-  const persistent = parseDomainXml(px.stdout);
-  let live: LiveDomain | null = null;
-  if (ACTIVE.has(state)) {
-    const lx = await virshRead(runner, uri, ["dumpxml", vm.name]);
-    if (lx.exitCode === 0) live = parseDomainXml(lx.stdout);
-  }
-  const disk = mainDisk(live ?? persistent);
-  let diskBytes: number | null = null;
-  if (disk?.target) {
-    const r = await virshRead(runner, uri, ["domblkinfo", vm.name, disk.target]);
-    if (r.exitCode === 0) diskBytes = parseBlkCapacity(r.stdout);
-  }
-  let fw: FwStatus | null = null;
-  try {
-    fw = await firewallStatus(runner, vm.network);
-  } catch (e) {
-    log.warn(`firewall state unknown (${(e as Error).message}); not re-applied`);
-  }
-  return { state, persistent, live, diskBytes, fw };
+  const [f, fw] = await Promise.all([vmFacts(runner, vm), firewallStatus(runner, vm.network).catch((e: Error) => e)]);
+  if (!f.reachable) throw new UnavailableError("libvirt", f.error ?? `cannot reach libvirtd at ${vm.paths.libvirtUri}`, "start libvirtd (and virtlogd); `aivm doctor` checks the host");
+  if (f.state === "absent") throw new AivmError(`vm update ${vm.name}`, "not created: run aivm vm create", EXIT.FAILED);
+  if (f.state === null || !f.persistent) throw new AivmError(`virsh dumpxml ${vm.name}`, f.error ?? "the domain definition could not be read");
+  if (fw instanceof Error) log.warn(`firewall state unknown (${fw.message}); not re-applied`);
+  const disk = mainDisk(f.live ?? f.persistent);
+  const diskBytes = disk?.target ? (f.disks.get(disk.target) ?? null) : null;
+  return { state: f.state, persistent: f.persistent, live: f.live, diskBytes, fw: fw instanceof Error ? null : fw };
 }
 
 export interface UpdateResult {

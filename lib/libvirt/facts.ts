@@ -27,7 +27,7 @@ export async function virshBatch(runner: Runner, uri: string, cmds: string[][]):
   const sep = `AIVMSEP${Math.random().toString(36).slice(2, 10)}`;
   const script = cmds.map((c) => c.map(virshWord).join(" ")).join(` ; echo ${sep} ; `);
   const r = await runner.read(virshArgv(uri, script), { nothrow: true, what: "virsh" });
-  if (r.exitCode !== 0 && UNREACHABLE.test(r.stderr) && !r.stdout.includes(sep)) {
+  if (r.exitCode !== 0 && UNREACHABLE.test(r.stderr) && !r.stdout.split(sep).some((o) => o.trim())) {
     const sock = /socket to '([^']+)'/.exec(r.stderr)?.[1];
     throw new UnavailableError("libvirt", `cannot reach libvirtd at ${uri}${sock ? ` (socket ${sock})` : ""}`, "start libvirtd (and virtlogd), or set [defaults.paths] libvirt_uri; `aivm doctor` checks the host");
   }
@@ -71,12 +71,11 @@ export async function vmFacts(runner: Runner, vm: Vm, o: { domain?: boolean } = 
     return { ...empty, error: (e as Error).message };
   }
   const [version, netInfo, netXml, leases, domstate, uuid, pxml, lxml, blk, ifaddr] = b.outputs;
-  if (!version!.trim()) return { ...empty, error: lastLine(b.stderr) || "virsh version --daemon printed nothing" };
   const kv = parseKeyValues(netInfo!);
   const facts: VmFacts = {
     ...empty,
     reachable: true,
-    daemonVersion: version!.trim(),
+    ...(version!.trim() ? { daemonVersion: version!.trim() } : {}),
     network: {
       defined: !!netInfo!.trim(),
       active: kv.active === "yes",

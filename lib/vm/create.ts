@@ -95,12 +95,12 @@ export function seedDocuments(vm: Vm, o: { authorizedKey: string; hostKey: HostK
  * missing files are recreated and the domain is (re)defined with its existing UUID. On failure everything this call
  * created is removed again.
  */
-export async function ensureVm(runner: Runner, vm: Vm): Promise<"created" | "unchanged"> {
+export async function ensureVm(runner: Runner, vm: Vm, known: { uuid?: string | null } = {}): Promise<"created" | "unchanged"> {
   const host = runner.host;
   checkVmDir(vm);
   const f = vmFiles(vm);
   const uri = vm.paths.libvirtUri;
-  const uuid = await domainUuid(runner, uri, vm.name);
+  const uuid = known.uuid !== undefined ? known.uuid : await domainUuid(runner, uri, vm.name);
   if (vm.imported) {
     // aivm did not create this domain's disk, seed or host key: never rebuild or redefine it
     if (uuid) return "unchanged";

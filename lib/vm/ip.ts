@@ -10,6 +10,7 @@ import { realClock, Clock } from "./power.ts";
 import { AivmError, EXIT, lastLine } from "../errors.ts";
 import { sshArgv } from "../ssh-config.ts";
 import { log } from "../log.ts";
+import { CLOUD_INIT_PROBE, cloudInitVerdict, cloudInitWaitScript } from "../guest-probe.ts";
 
 /** The VM's IPv4: its DHCP lease (by MAC), else libvirt's domifaddr. Cached in <dir>/ip. */
 export async function vmIp(runner: Runner, vm: Vm): Promise<string | null> {
@@ -36,8 +37,13 @@ export const WAIT_STAGES = {
   cloudInit: "cloud-init to finish",
 } as const;
 
-/** IP -> SSH -> cloud-init finished, with progress on stderr every ~5 s and a timeout naming the stuck stage. */
-export async function waitVm(runner: Runner, vm: Vm, o: { timeoutS?: number; clock?: Clock; until?: "ip" | "ssh" | "cloud-init" } = {}): Promise<{ ip: string }> {
+/**
+ * IP -> SSH -> cloud-init finished, with progress on stderr every ~5 s and a timeout naming the stuck stage.
+ * `known.ip` (the VM is running and has this address, as a caller already read) skips the IP stage. SSH and
+ * cloud-init share one ssh session: the guest reads cloud-init's result files, and when cloud-init is still
+ * running it waits for them in a shell loop; no Python is started in the guest and no handshake is made per poll.
+ */
+export async function waitVm(runner: Runner, vm: Vm, o: { timeoutS?: number; clock?: Clock; until?: "ip" | "ssh" | "cloud-init"; known?: { ip: string } } = {}): Promise<{ ip: string }> {
   const clock = o.clock ?? realClock;
   const uri = vm.paths.libvirtUri;
   const timeoutS = o.timeoutS ?? vm.waitTimeoutS;
@@ -63,60 +69,50 @@ export async function waitVm(runner: Runner, vm: Vm, o: { timeoutS?: number; clo
     return true;
   };
 
-  await checkRunning();
-  let ip: string | null = null;
-  for (;;) {
-    ip = await vmIp(runner, vm);
-    if (ip) break;
-    if (clock.now() >= deadline) throw timedOut();
-    if (tick()) await checkRunning();
-    await clock.sleep(500);
+  let ip: string | null = o.known?.ip ?? null;
+  if (!ip) {
+    await checkRunning();
+    for (;;) {
+      ip = await vmIp(runner, vm);
+      if (ip) break;
+      if (clock.now() >= deadline) throw timedOut();
+      if (tick()) await checkRunning();
+      await clock.sleep(500);
+    }
+    log.debug(`${vm.name}: IP ${ip} after ${secs()}s`);
   }
-  log.debug(`${vm.name}: IP ${ip} after ${secs()}s`);
   if (o.until === "ip") return { ip };
 
   stage = WAIT_STAGES.ssh;
   for (;;) {
-    const r = await runner.read(sshArgv(vm, ip, { batch: true, connectTimeoutS: 5, command: ["true"] }), { nothrow: true, timeoutMs: 15_000 });
-    if (r.exitCode === 0) break;
-    last = lastLine(r.stderr) || `ssh exited ${r.exitCode}`;
+    const waitS = o.until === "ssh" ? 0 : Math.max(1, Math.floor((deadline - clock.now()) / 1000) - 5);
+    const command = [o.until === "ssh" ? "true" : waitS > 1 ? cloudInitWaitScript(waitS) : CLOUD_INIT_PROBE];
+    const note = setInterval(() => log.info(`${vm.name}: waiting for ${stage} (${secs()}s)`), 5000);
+    let r;
+    try {
+      r = await runner.read(sshArgv(vm, ip, { batch: true, connectTimeoutS: 5, command }), { nothrow: true, timeoutMs: (waitS + 15) * 1000 });
+    } finally {
+      clearInterval(note);
+    }
+    if (r.exitCode === 0) {
+      if (o.until === "ssh") return { ip };
+      const ci = cloudInitVerdict(r.stdout);
+      if (ci.state === "done") break;
+      if (ci.state === "error") {
+        log.warn(`cloud-init reported an error in ${vm.name}: ${ci.errors[0] ?? "see the guest"}; see \`aivm vm ssh -- cloud-init status --long\``);
+        break;
+      }
+      stage = WAIT_STAGES.cloudInit; // SSH answers; cloud-init has not finished yet
+      last = ci.state === "running" ? "cloud-init is running" : "cloud-init has not started";
+    } else {
+      last = lastLine(r.stderr) || `ssh exited ${r.exitCode}`;
+    }
     if (clock.now() >= deadline) throw timedOut();
-    if (tick()) {
+    if (tick() && stage === WAIT_STAGES.ssh) {
       await checkRunning();
       ip = (await vmIp(runner, vm)) ?? ip; // a renewed lease may have moved it
     }
     await clock.sleep(500);
-  }
-  log.debug(`${vm.name}: SSH up after ${secs()}s`);
-  if (o.until === "ssh") return { ip };
-
-  stage = WAIT_STAGES.cloudInit;
-  last = "";
-  let poll = false; // no cloud-init CLI in the guest: poll for boot-finished instead
-  for (;;) {
-    const remainingMs = Math.max(1000, deadline - clock.now());
-    const command = poll ? ["test", "-f", "/var/lib/cloud/instance/boot-finished"] : ["cloud-init", "status", "--wait"];
-    const note = poll ? undefined : setInterval(() => log.info(`${vm.name}: waiting for ${stage} (${secs()}s)`), 5000);
-    let r;
-    try {
-      r = await runner.read(sshArgv(vm, ip, { batch: true, connectTimeoutS: 5, command }), { nothrow: true, timeoutMs: remainingMs });
-    } finally {
-      if (note) clearInterval(note);
-    }
-    if (r.exitCode === 0) break;
-    if (!poll && r.exitCode === 2) {
-      log.warn(`cloud-init finished with recoverable errors in ${vm.name}; see \`aivm vm ssh -- cloud-init status --long\``);
-      break;
-    }
-    if (!poll && r.exitCode === 1) {
-      log.warn(`cloud-init reported an error in ${vm.name}: ${lastLine(r.stdout) || lastLine(r.stderr)}; see \`aivm vm ssh -- cloud-init status --long\``);
-      break;
-    }
-    if (!poll && r.exitCode === 127) poll = true;
-    else last = lastLine(r.stderr) || (poll ? "boot-finished not there yet" : `exited ${r.exitCode}`);
-    if (clock.now() >= deadline) throw timedOut();
-    tick();
-    await clock.sleep(poll ? 1000 : 500);
   }
   log.debug(`${vm.name}: cloud-init finished after ${secs()}s`);
   return { ip };

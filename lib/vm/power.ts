@@ -1,7 +1,7 @@
 // Start, stop and delete a domain: the state machines on libvirt, with ACPI shutdown and a timeout.
 import type { Runner } from "../run.ts";
 import type { Vm } from "../config/model.ts";
-import { domainState, NO_DOMAIN, RUNNING, virshExec } from "../libvirt/virsh.ts";
+import { DomainState, domainState, NO_DOMAIN, RUNNING, virshExec } from "../libvirt/virsh.ts";
 import { AivmError, EXIT, lastLine } from "../errors.ts";
 import { checkVmDir, isFreshDir, vmFiles } from "./files.ts";
 import { log } from "../log.ts";
@@ -17,10 +17,10 @@ export const realClock: Clock = { now: () => Date.now(), sleep: (ms) => Bun.slee
  * Start, resume or wake the domain; a running one is left alone. `beforeStart` runs just before a cold start (the
  * flow restores the host binds of saved folders there: virtiofsd must find them when it starts).
  */
-export async function startVm(runner: Runner, vm: Vm, o: { clock?: Clock; beforeStart?: () => Promise<unknown> } = {}): Promise<"started" | "resumed" | "unchanged"> {
+export async function startVm(runner: Runner, vm: Vm, o: { clock?: Clock; beforeStart?: () => Promise<unknown>; state?: DomainState } = {}): Promise<"started" | "resumed" | "unchanged"> {
   const clock = o.clock ?? realClock;
   const uri = vm.paths.libvirtUri;
-  let state = await domainState(runner, uri, vm.name);
+  let state = o.state ?? (await domainState(runner, uri, vm.name));
   if (state === "in shutdown") {
     log.info(`${vm.name} is shutting down; waiting for it to stop before starting it again`);
     for (let i = 0; i < 30 && state === "in shutdown"; i++) {
