@@ -2,7 +2,7 @@
 // The dispatcher: root command, lazily loaded groups, one main() that maps errors to exit codes.
 import "../lib/env.ts";
 import { renderUsage, runCommand, type ArgsDef, type CommandDef } from "citty";
-import { rootArgs } from "../lib/cli/_shared.ts";
+import { checkFlags, rootArgs } from "../lib/cli/_shared.ts";
 import { root } from "../lib/cli/root.ts";
 import { EXIT, formatError } from "../lib/errors.ts";
 import { runInterruptCleanups } from "../lib/run.ts";
@@ -79,8 +79,9 @@ export async function main(argv: string[]): Promise<number> {
       return argv.length === 0 ? EXIT.USAGE : EXIT.OK;
     }
     if (cmd.subCommands && !cmd.run) {
+      checkFlags(rest, path.length ? { ...rootArgs, ...((await resolve(cmd.args)) ?? {}) } : rootArgs);
       const subs = (await resolve(cmd.subCommands)) as Record<string, unknown>;
-      process.stderr.write(`aivm: ${path.join(" ")}: which subcommand? one of: ${Object.keys(subs).join(", ")}\n`);
+      process.stderr.write(`aivm: ${path.length ? `${path.join(" ")}: which subcommand?` : "which command?"} one of: ${Object.keys(subs).join(", ")}\nhint: see \`aivm ${path.length ? `${path.join(" ")} ` : ""}--help\`\n`);
       return EXIT.USAGE;
     }
     await runCommand(cmd, { rawArgs: rest, data: { root } });

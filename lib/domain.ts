@@ -1,14 +1,14 @@
 // The libvirt domain XML for a VM: a pure renderer over templates/domain.xml. Every value is XML-escaped.
-import { createHash } from "node:crypto";
 import templateText from "../templates/domain.xml" with { type: "text" };
 import type { Vm } from "./config/model.ts";
+import { sha256bytes } from "./digest.ts";
 import { escapeXml, renderXml, tidy } from "./render.ts";
 
 const template = templateText as unknown as string;
 
 /** A locally administered MAC in QEMU's 52:54:00 range, derived from the VM name (stable across redefinitions). */
 export function macAddress(vmName: string): string {
-  const h = createHash("sha256").update(vmName).digest();
+  const h = sha256bytes(vmName);
   return ["52", "54", "00", ...[h[0]!, h[1]!, h[2]!].map((b) => b.toString(16).padStart(2, "0"))].join(":");
 }
 

@@ -2,7 +2,6 @@
 // debootstrap a minbase rootfs, configure it for NoCloud, pack it with `mkfs.ext4 -d` (no loop devices), convert to
 // qcow2 and put it into the content-addressed cache with its kernel and initrd for direct kernel boot.
 // Keyed by recipe (suite, packages, mirror, the files written, a version): a second build reuses the cached result.
-import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Paths } from "./config/model.ts";
@@ -11,6 +10,7 @@ import { AivmError, EXIT, UsageError } from "./errors.ts";
 import { cachedImage, CachedImage, sha256File } from "./image.ts";
 import { mountsUnder, readMounts } from "./share/host-mounts.ts";
 import { log } from "./log.ts";
+import { sha256hex } from "./digest.ts";
 
 /** Bump when the build steps change in a way the recipe hash does not already capture. */
 export const RECIPE_VERSION = 1;
@@ -134,7 +134,7 @@ export function recipeFor(suite: string, mirror: string): Recipe {
 
 /** The recipe key: 16 hex digits of the sha256 of the recipe's canonical JSON. */
 export function recipeKey(r: Recipe): string {
-  return createHash("sha256").update(JSON.stringify(r)).digest("hex").slice(0, 16);
+  return sha256hex(JSON.stringify(r)).slice(0, 16);
 }
 
 export function recipePath(paths: Paths, key: string): string {

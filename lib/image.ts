@@ -2,17 +2,15 @@
 // (+ <sha256>.vmlinuz / <sha256>.initrd for images that boot their own kernel).
 // Fetching goes to <sha256>.img.part under a per-image lock, is hashed and checked against the pinned sha256,
 // and is promoted by one atomic rename: a failed fetch leaves the cache as it was.
-import { createHash } from "node:crypto";
-import { createReadStream, existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { basename, isAbsolute, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { sha256Problem, urlProblem } from "./validate.ts";
-import { AivmError, ConfigError, EXIT } from "./errors.ts";
-import { BUILTIN, Paths, type StoreDoc, type Image } from "./config/model.ts";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { isAbsolute, join } from "node:path";
+import { sha256Problem } from "./validate.ts";
+import { ConfigError } from "./errors.ts";
+import { BUILTIN, Paths, type StoreDoc } from "./config/model.ts";
 import type { Runner } from "./run.ts";
 import { acquireLock } from "./lock.ts";
 import { resolveVm } from "./config/resolve.ts";
-import { log } from "./log.ts";
+import { sha256stream } from "./digest.ts";
 
 export type ImageFormat = "qcow2" | "raw";
 
@@ -95,9 +93,9 @@ export function cachedImage(paths: Paths, sha256: string): CachedImage | null {
 
 /** sha256 of a file, streamed. */
 export async function sha256File(path: string): Promise<string> {
-  const h = createHash("sha256");
-  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
-  return h.digest("hex");
+  const h = sha256stream();
+  for await (const chunk of Bun.file(path).stream()) h.update(chunk);
+  return h.hex();
 }
 
 export interface CacheEntry {

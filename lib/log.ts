@@ -1,22 +1,39 @@
-// Logs, progress and prompts go to stderr; stdout is reserved for data (see out()).
-import { createConsola, type ConsolaInstance } from "consola";
+// Logs, progress and prompts go to stderr; stdout is reserved for data (see out()). consola formats the lines; it is
+// loaded on the first line actually logged, so a command that logs nothing (most reads) does not pay for it.
+import type { ConsolaInstance } from "consola";
 
-export const log: ConsolaInstance = createConsola(<Parameters<typeof createConsola>[0]>{
-  stdout: process.stderr,
-  stderr: process.stderr,
-  level: 3,
-  fancy: false,
-  formatOptions: { date: false, colors: !process.env.NO_COLOR && !!process.stderr.isTTY },
-});
+let level = 3;
+let instance: ConsolaInstance | undefined;
+
+function consola(): ConsolaInstance {
+  if (!instance) {
+    const { createConsola } = require("consola") as typeof import("consola");
+    instance = createConsola(<Parameters<typeof createConsola>[0]>{
+      stdout: process.stderr,
+      stderr: process.stderr,
+      level,
+      fancy: false,
+      formatOptions: { date: false, colors: !process.env.NO_COLOR && !!process.stderr.isTTY },
+    });
+  }
+  return instance;
+}
+
+type Level = "error" | "warn" | "info" | "success" | "debug";
+const LEVELS: Record<Level, number> = { error: 0, warn: 1, info: 3, success: 3, debug: 4 };
+const at = (kind: Level) => (message: string) => {
+  if (level >= LEVELS[kind]) consola()[kind](message);
+};
+
+export const log = { error: at("error"), warn: at("warn"), info: at("info"), success: at("success"), debug: at("debug") };
 
 export function setVerbosity(v: { verbose?: boolean; quiet?: boolean }): void {
-  if (v.verbose) log.level = 4;
-  else if (v.quiet) log.level = 1;
-  else log.level = 3;
+  level = v.verbose ? 4 : v.quiet ? 1 : 3;
+  if (instance) instance.level = level;
 }
 
 export function isVerbose(): boolean {
-  return log.level >= 4;
+  return level >= 4;
 }
 
 /** Write data to stdout. The only way command output reaches stdout. */

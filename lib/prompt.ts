@@ -1,10 +1,11 @@
 // One line question on stderr, answer from stdin. (consola's prompt draws on stdout and hangs without a TTY.)
 // Ctrl-C at the prompt is an interruption (exit 130); Ctrl-D (end of input) is an empty answer, which every
 // question reads as "no".
-import { createInterface } from "node:readline/promises";
 import { InterruptedError } from "./errors.ts";
 
 export async function ask(question: string): Promise<string> {
+  // loaded here, not at the top: a command that asks nothing does not pay for readline
+  const { createInterface } = require("node:readline/promises") as typeof import("node:readline/promises");
   const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: !!process.stdin.isTTY });
   try {
     return await new Promise<string>((resolve, reject) => {

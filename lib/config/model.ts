@@ -1,9 +1,9 @@
 // The config model: every key with its type, check and meaning; the document and resolved types; built-in
 // defaults and where the store lives. Adding a config key touches one table here.
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { hostname } from "node:os";
 import { absPathProblem, bridgeProblem, cidrProblem, ipv4Problem, nameProblem, pathProblem, portProblem, sha256Problem, urlProblem, userProblem } from "../validate.ts";
+import { sha256hex } from "../digest.ts";
 
 export type KeyCheck = (v: unknown) => string | undefined;
 
@@ -170,5 +170,5 @@ export function isDefaultConfigPath(p: string): boolean {
 }
 
 export function defaultBridge(network: string): string {
-  return `aivm-${createHash("sha256").update(network).digest("hex").slice(0, 8)}`;
+  return `aivm-${sha256hex(network).slice(0, 8)}`;
 }

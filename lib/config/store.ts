@@ -1,14 +1,13 @@
 // The config store on disk: load and parse (exit 78 with positions), lint, atomic locked save.
-import TOML from "@iarna/toml";
-import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, unlinkSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import type { StoreDoc } from "./model.ts";
 import { AivmError, ConfigError, EXIT } from "../errors.ts";
 import { keyPositions, locate, validateDoc } from "./validate.ts";
-import { plain, renderToml } from "./toml.ts";
+import { parseToml, plain, renderToml } from "./toml.ts";
 import { withLock } from "../lock.ts";
 import { writeFileAtomicSync } from "../fsutil.ts";
+import { sha256hex } from "../digest.ts";
 
 export interface Store {
   path: string;
@@ -19,19 +18,18 @@ export interface Store {
 }
 
 function sha(text: string): string {
-  return createHash("sha256").update(text).digest("hex");
+  return sha256hex(text);
 }
 
 /** Parse and validate; problems carry file:line:col. Throws ConfigError (exit 78) listing all. */
 export function parseStore(text: string, path: string): StoreDoc {
   let raw: Record<string, unknown>;
   try {
-    raw = TOML.parse(text) as Record<string, unknown>;
+    raw = parseToml(text);
   } catch (e) {
     const err = e as { line?: number; col?: number; message?: string };
-    const msg = (err.message ?? "parse error").split("\n")[0]!.replace(/ at row \d+, col \d+, pos \d+:?$/, "");
     const where = err.line !== undefined ? `${path}:${err.line + 1}:${(err.col ?? 0) + 1}` : path;
-    throw new ConfigError(`${where}: ${msg}`, "fix the file, then run `aivm config lint`");
+    throw new ConfigError(`${where}: ${err.message ?? "parse error"}`, "fix the file, then run `aivm config lint`");
   }
   const problems = validateDoc(raw);
   if (problems.length) {

@@ -1,7 +1,26 @@
-// TOML in and out. @iarna/toml parses (with positions); our own emitter writes plain integers and a stable order.
+// TOML in and out. Bun's native parser reads the store; @iarna/toml (loaded only then) locates a syntax error as
+// row and column; our own emitter writes plain integers and a stable order.
 import { ATTACHMENT_KEYS, FIREWALL_KEYS, IMAGE_KEYS, NETWORK_KEYS, PATHS_KEYS, VM_KEYS, type StoreDoc } from "./model.ts";
 
-/** Drop @iarna/toml's symbol keys and prototypes. */
+/** Parse TOML text. A syntax error is thrown as { message, line?, col? } (0-based), located by @iarna/toml. */
+export function parseToml(text: string): Record<string, unknown> {
+  try {
+    return Bun.TOML.parse(text) as Record<string, unknown>;
+  } catch (bunError) {
+    try {
+      const TOML = require("@iarna/toml") as typeof import("@iarna/toml");
+      TOML.parse(text);
+    } catch (e) {
+      const err = e as { line?: number; col?: number; message?: string };
+      const message = (err.message ?? "parse error").split("\n")[0]!.replace(/ at row \d+, col \d+, pos \d+:?$/, "");
+      throw Object.assign(new Error(message), { line: err.line, col: err.col });
+    }
+    // @iarna/toml accepted what Bun refused: Bun's message, without a position
+    throw new Error(String((bunError as Error).message ?? bunError).replace(/^TOML Parse error:\s*/, ""));
+  }
+}
+
+/** Drop symbol keys and prototypes. */
 export function plain(v: unknown): unknown {
   return JSON.parse(JSON.stringify(v));
 }

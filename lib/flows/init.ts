@@ -1,5 +1,4 @@
 // `config init`, `config edit`, `config show --json` and `config lint`: what the config commands do beyond one call.
-import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +12,7 @@ import { log } from "../log.ts";
 import { networkNames, resolveNetwork, resolveVm, vmNames } from "../config/resolve.ts";
 import { renderToml } from "../config/toml.ts";
 import { shellJoin } from "../shell.ts";
+import { sha256hex } from "../digest.ts";
 
 export interface InitOptions {
   defaults?: boolean;
@@ -98,7 +98,7 @@ function editorArgv(): string[] {
 function rawStore(path: string): Store {
   if (!existsSync(path)) return { path, doc: {}, hash: null, text: null };
   const text = readFileSync(path, "utf8");
-  return { path, doc: {}, hash: createHash("sha256").update(text).digest("hex"), text };
+  return { path, doc: {}, hash: sha256hex(text), text };
 }
 
 /**

@@ -1,9 +1,9 @@
 // Names and places of shared folders: the export root, per-folder tokens and virtiofs tags, path helpers.
-import { createHash } from "node:crypto";
 import { realpathSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import type { Vm } from "../config/model.ts";
 import type { DomainSpec } from "../domain.ts";
+import { sha256hex } from "../digest.ts";
 
 /** The one virtiofs tag every VM has: its export root. */
 export const ROOT_TAG = "aivm-root";
@@ -24,13 +24,13 @@ export function stageRoot(vm: Vm): string {
 /** A stable, filesystem-safe name for a host folder: sanitized basename + 10 hex of sha256(resolved path). */
 export function shareToken(hostPath: string): string {
   const base = basename(hostPath).normalize("NFKD").replace(/[^A-Za-z0-9_.-]+/g, "_").replace(/^[._-]+|_+$/g, "").slice(0, 24);
-  const hash = createHash("sha256").update(hostPath).digest("hex").slice(0, 10);
+  const hash = sha256hex(hostPath).slice(0, 10);
   return `${base || "root"}-${hash}`;
 }
 
 /** The virtiofs tag of a `shared` (per-folder) device: at most 36 characters. */
 export function sharedTag(hostPath: string): string {
-  const hash = createHash("sha256").update(hostPath).digest("hex").slice(0, 10);
+  const hash = sha256hex(hostPath).slice(0, 10);
   const base = shareToken(hostPath).slice(0, -11).slice(0, 36 - 6 - 11);
   return `aivm-${base ? base + "-" : ""}${hash}`;
 }

@@ -1,5 +1,4 @@
 // Create a VM: plan its domain, overlay disk, pinned host key and NoCloud seed, define it (with rollback).
-import { createHash } from "node:crypto";
 import { dirname, join, relative, resolve } from "node:path";
 import { chooseAccel, probeAccel } from "../accel.ts";
 import type { Vm } from "../config/model.ts";
@@ -15,6 +14,7 @@ import { AivmError, EXIT } from "../errors.ts";
 import { knownHostsLine } from "../ssh-config.ts";
 import { guestIds } from "../share/guest.ts";
 import { log } from "../log.ts";
+import { sha256hex } from "../digest.ts";
 
 /** The first ancestor directory of path that others cannot traverse (libvirt's qemu user must), or null. */
 export function firstUntraversable(host: Host, path: string): string | null {
@@ -70,7 +70,7 @@ export function hostKeyArgv(vmName: string, keyPath: string): string[] {
 
 /** Changes with the host key, so a regenerated key makes cloud-init apply the new keys on an existing disk. */
 export function instanceId(vmName: string, hostPublicKey: string): string {
-  return `${vmName}-${createHash("sha256").update(hostPublicKey.trim()).digest("hex").slice(0, 12)}`;
+  return `${vmName}-${sha256hex(hostPublicKey.trim()).slice(0, 12)}`;
 }
 
 /** Shown instead of a host key that `vm create` has not generated yet (dry run, previews). */
