@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runMain } from "./helpers/main.ts";
 import { FakeBackend, fakeRunner, testHost } from "./helpers/fake-runner.ts";
-import type { AttachmentDoc, Vm } from "../lib/config/model.ts";
+import type { Vm } from "../lib/config/model.ts";
 import { inject } from "../lib/cli/_shared.ts";
 import { Runner } from "../lib/run.ts";
 import { resolveVm } from "../lib/config/resolve.ts";
@@ -19,28 +19,17 @@ import { fstabEscape, fstabLine, GUEST_MOUNT_SCRIPT, GUEST_UNMOUNT_SCRIPT, guest
 import { GUEST_GIT_SCRIPT } from "../lib/git.ts";
 import { attachFolder, detachFolder, restartWithDevices } from "../lib/flows/attach.ts";
 import { macAddress } from "../lib/domain.ts";
+import { attachment, recordedToml, storeToml, V } from "./helpers/fixtures.ts";
 
-const URI = "qemu:///system";
-const V = ["virsh", "-q", "-c", URI];
-const SHA = "b".repeat(64);
 
 let root: string;
 let cfg: string;
 let fake: FakeBackend;
 let printed: string[];
 
-function config(extra = ""): string {
-  return [
-    `[defaults.vm]`, `name = "box"`, `accel = "tcg"`, `wait_timeout_s = 10`, ``,
-    `[defaults.image]`, `url = "file:///base.qcow2"`, `sha256 = "${SHA}"`, ``,
-    `[defaults.paths]`, `vm_root = "${join(root, "vms")}"`, `image_cache = "${join(root, "images")}"`, `ssh_identity = "${join(root, "id")}"`, `libvirt_uri = "${URI}"`, ``,
-    extra,
-  ].join("\n");
-}
+const config = (extra = ""): string => storeToml(root, extra);
 
-const recorded = (atts: AttachmentDoc[] = []) =>
-  `[[networks]]\nname = "aivm-net"\nsubnet = "10.77.0.0/24"\n\n[[vms]]\nname = "box"\nnetwork = "aivm-net"\n` +
-  atts.map((a) => `\n[[vms.attachments]]\nhost_path = ${JSON.stringify(a.host_path)}\nmode = "${a.mode}"\naccess = "${a.access}"\nguest_dst = ${JSON.stringify(a.guest_dst)}\n`).join("");
+const recorded = recordedToml;
 
 beforeEach(() => {
   root = realpathSync(mkdtempSync(join(tmpdir(), "aivm-share-")));
@@ -56,7 +45,7 @@ const vm = (): Vm => resolveVm(loadStore(cfg).doc);
 
 const run = (...argv: string[]) => runMain([...argv, "--config", cfg]);
 
-const att = (p: string, o: Partial<AttachmentDoc> = {}): AttachmentDoc => ({ host_path: p, mode: "shared-root", access: "rw", guest_dst: p, ...o });
+const att = attachment;
 
 // ---------- names ----------
 

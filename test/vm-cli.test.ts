@@ -1,6 +1,6 @@
 // `aivm vm ...` through the dispatcher with an injected fake runner.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BUN, ROOT } from "./helpers/cli.ts";
@@ -14,25 +14,15 @@ import { vmFiles } from "../lib/vm/files.ts";
 import { macAddress } from "../lib/domain.ts";
 import { EXIT } from "../lib/errors.ts";
 import { renderRuleset } from "../lib/fw.ts";
+import { NO_DOMAIN, SHA, storeToml, V } from "./helpers/fixtures.ts";
 
-const URI = "qemu:///system";
-const V = ["virsh", "-q", "-c", URI];
-const SHA = "b".repeat(64);
-const NO_DOMAIN = { exitCode: 1, stderr: "error: failed to get domain 'box'\n" };
 
 let root: string;
 let cfg: string;
 let fake: FakeBackend;
 let printed: string[];
 
-function config(extra = ""): string {
-  return [
-    `[defaults.vm]`, `name = "box"`, `accel = "tcg"`, `wait_timeout_s = 10`, ``,
-    `[defaults.image]`, `url = "file:///base.qcow2"`, `sha256 = "${SHA}"`, ``,
-    `[defaults.paths]`, `vm_root = "${join(root, "vms")}"`, `image_cache = "${join(root, "images")}"`, `ssh_identity = "${join(root, "id")}"`, `libvirt_uri = "${URI}"`, ``,
-    extra,
-  ].join("\n");
-}
+const config = (extra = ""): string => storeToml(root, extra);
 
 beforeEach(() => {
   root = mkdtempSync(join(tmpdir(), "aivm-vmcli-"));
@@ -71,18 +61,7 @@ function scriptCreate() {
   onDisk();
 }
 
-/** Files written and removed through the Runner really land on (and leave) the disk. */
-function onDisk() {
-  fake.writeFile = async (path, content, mode) => {
-    fake.calls.push({ kind: "write", path, content, mode });
-    mkdirSync(join(path, ".."), { recursive: true });
-    writeFileSync(path, content);
-  };
-  fake.remove = async (path) => {
-    fake.calls.push({ kind: "remove", path });
-    rmSync(path, { recursive: true, force: true });
-  };
-}
+const onDisk = () => fake.onDisk();
 
 const ssh = (a: string[]) => a[0] === "ssh";
 const lease = (ip: string) => ({ stdout: `2026-03-01 12:00:00  ${macAddress("box")}  ipv4  ${ip}/24  box  -\n` });

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fakeRunner, type FakeBackend } from "./helpers/fake-runner.ts";
@@ -93,15 +93,7 @@ function scriptCreate(fake: FakeBackend, o: { define?: "ok" | "fail" | "fail-but
   });
   fake.on([...V, "undefine"], () => { defined = false; return {}; });
   // files written through the Runner land on disk, removals really remove
-  fake.writeFile = async (path, content, mode) => {
-    fake.calls.push({ kind: "write", path, content, mode });
-    mkdirSync(join(path, ".."), { recursive: true });
-    writeFileSync(path, content);
-  };
-  fake.remove = async (path) => {
-    fake.calls.push({ kind: "remove", path });
-    rmSync(path, { recursive: true, force: true });
-  };
+  fake.onDisk();
 }
 
 // ---------- accel ----------

@@ -1,5 +1,7 @@
 // A recording fake Backend with scripted replies, injected into the real Runner (no module mocks).
 
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
 import { hostWith, type Host } from "../../lib/host.ts";
 import { type Backend, type ExecOptions, type Result, Runner, type RunnerOptions } from "../../lib/run.ts";
 
@@ -65,6 +67,20 @@ export class FakeBackend implements Backend {
   async remove(path: string): Promise<void> {
     this.calls.push({ kind: "remove", path });
     this.files.delete(path);
+  }
+
+  /** From now on, files written through the Runner land on disk and removals really remove (the commands stay fake). */
+  onDisk(): this {
+    this.writeFile = async (path, content, mode) => {
+      this.calls.push({ kind: "write", path, content, mode });
+      mkdirSync(dirname(path), { recursive: true });
+      writeFileSync(path, content);
+    };
+    this.remove = async (path) => {
+      this.calls.push({ kind: "remove", path });
+      rmSync(path, { recursive: true, force: true });
+    };
+    return this;
   }
 
   /** argv of every exec, joined with spaces, in order */
