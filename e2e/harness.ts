@@ -1,7 +1,7 @@
 // The e2e harness: commands with a transcript, a private network namespace with its own libvirtd/virtlogd,
 // a peer namespace standing in for "the LAN", listeners, and the inventory that proves nothing is left behind.
 // Only the compiled dist/aivm is driven; this file talks to ip/virsh/nft directly only to set up and to check.
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 export const ROOT = resolve(import.meta.dir, "..");
@@ -152,8 +152,76 @@ export function kvmBroken(): boolean {
   }
 }
 
+// ---------- every exit path tears the lab down ----------
+
+/** One record per live lab: a run killed with SIGKILL leaves its record, and the next run reaps what it names. */
+export const LABS_DIR = "/run/aivm-e2e-labs";
+const active = new Set<Lab>();
+let handlersInstalled = false;
+
+function labRecord(lab: Lab): string {
+  return join(LABS_DIR, `${lab.ns}.json`);
+}
+
+function recordLab(lab: Lab): void {
+  mkdirSync(LABS_DIR, { recursive: true });
+  writeFileSync(labRecord(lab), JSON.stringify({ owner: process.pid, ns: lab.ns, peer: lab.peer, runDir: lab.runDir, pids: lab.pids }) + "\n");
+}
+
+/** Unmount everything under dir (deepest first) and dir itself, lazily. */
+export async function unmountUnder(dir: string): Promise<void> {
+  const mounts = readFileSync("/proc/self/mountinfo", "utf8").split("\n").map((l) => (l.split(" ")[4] ?? "").replace(/\\040/g, " ")).filter((m) => m === dir || m.startsWith(dir + "/"));
+  for (const m of [...new Set(mounts)].sort((a, b) => b.length - a.length)) await sh(priv(["umount", "-l", m]));
+}
+
+/**
+ * Labs whose owner died without tearing down (SIGKILL, a crash): stop what lives in their namespaces, delete the
+ * namespaces, unmount their run directories. Also aivm-e2e-* namespaces no live record claims.
+ */
+export async function reapStaleLabs(): Promise<string[]> {
+  const reaped: string[] = [];
+  const claimed = new Set<string>();
+  for (const f of existsSync(LABS_DIR) ? readdirSync(LABS_DIR) : []) {
+    let rec: { owner: number; ns: string; peer: string | null; runDir: string; pids: Lab["pids"] };
+    try { rec = JSON.parse(readFileSync(join(LABS_DIR, f), "utf8")); } catch { rmSync(join(LABS_DIR, f), { force: true }); continue; }
+    if (alive(rec.owner)) { claimed.add(rec.ns); if (rec.peer) claimed.add(rec.peer); continue; }
+    const lab: Lab = { mode: "private", ns: rec.ns, peer: rec.peer, pids: rec.pids, runDir: rec.runDir, libvirtdLog: "" };
+    await stopLab(lab);
+    await unmountUnder(rec.runDir);
+    rmSync(join(LABS_DIR, f), { force: true });
+    reaped.push(rec.ns);
+  }
+  const names = (await sh(priv(["ip", "netns", "list"]))).stdout.split("\n").map((l) => l.split(" ")[0]!).filter((n) => n.startsWith("aivm-e2e-") && !claimed.has(n));
+  for (const ns of names) {
+    for (const pid of await nsPids(ns)) await stopPid(pid, "stale", []);
+    await sh(priv(["ip", "netns", "del", ns]));
+    reaped.push(ns);
+  }
+  if (reaped.length) console.error(`e2e: cleaned up what an earlier killed run left: ${reaped.join(", ")}`);
+  return reaped;
+}
+
+/** SIGINT, SIGTERM or SIGHUP (a terminal closed, a CI timeout): tear every lab of this process down, then exit. */
+function installHandlers(): void {
+  if (handlersInstalled) return;
+  handlersInstalled = true;
+  const stop = (sig: string, code: number) => async () => {
+    console.error(`\ne2e: ${sig}: tearing the lab down`);
+    for (const lab of [...active]) {
+      await stopLab(lab).catch(() => {});
+      await unmountUnder(lab.runDir).catch(() => {});
+    }
+    process.exit(code);
+  };
+  process.on("SIGINT", stop("SIGINT", 130));
+  process.on("SIGTERM", stop("SIGTERM", 143));
+  process.on("SIGHUP", stop("SIGHUP", 129));
+}
+
 /** A private netns (loopback up) with virtlogd and libvirtd inside, or the running system libvirtd. */
 export async function startLab(runDir: string, tag: string): Promise<Lab> {
+  installHandlers();
+  await reapStaleLabs();
   const libvirtdLog = join(runDir, "libvirtd.log");
   if (await systemLibvirtdAnswers()) {
     return { mode: "system", ns: null, peer: null, pids: {}, runDir, libvirtdLog };
@@ -163,6 +231,8 @@ export async function startLab(runDir: string, tag: string): Promise<Lab> {
     if (alive(pid)) throw new Error(`${f} names a live process (pid ${pid}) but libvirtd does not answer on ${URI}; stop it first`);
   }
   const lab: Lab = { mode: "private", ns: `aivm-e2e-${tag}`, peer: `aivm-e2e-${tag}-lan`, pids: {}, runDir, libvirtdLog };
+  active.add(lab);
+  recordLab(lab);
   await must(priv(["ip", "netns", "add", lab.ns!]));
   await must(inNs(lab, ["ip", "link", "set", "lo", "up"]));
   await must(inNs(lab, ["virtlogd", "-d"]));
@@ -187,6 +257,7 @@ export async function startLab(runDir: string, tag: string): Promise<Lab> {
   lab.pids.virtlogd = readPid("/run/virtlogd.pid");
   lab.pids.libvirtd = readPid("/run/libvirtd.pid");
   if (!lab.pids.libvirtd || !lab.pids.virtlogd) throw new Error("libvirtd/virtlogd pid files missing after start");
+  recordLab(lab);
   return lab;
 }
 
@@ -230,6 +301,7 @@ export async function nsPids(ns: string): Promise<number[]> {
 /** Stop our daemons by PID, then anything still living in our namespaces (dnsmasq, a stray qemu), then delete them. */
 export async function stopLab(lab: Lab): Promise<string[]> {
   const problems: string[] = [];
+  active.delete(lab);
   if (lab.mode !== "private") return problems;
   await stopPid(lab.pids.libvirtd, "libvirtd", problems);
   await stopPid(lab.pids.virtlogd, "virtlogd", problems);
@@ -242,6 +314,7 @@ export async function stopLab(lab: Lab): Promise<string[]> {
     }
     await sh(priv(["ip", "netns", "del", ns]));
   }
+  rmSync(labRecord(lab), { force: true });
   return problems;
 }
 
