@@ -370,9 +370,12 @@ describe("aivm share", () => {
   test("list: tab-separated rows and --json", async () => {
     writeFileSync(cfg, config(recorded([att("/h/p"), att("/h/r", { mode: "git" })])));
     const r = await run("share", "list");
-    expect(r.stdout).toBe("box\tshared-root\trw\t/h/p\t/h/p\nbox\tgit\trw\t/h/r\t/h/r\n");
+    expect(r.stdout).toBe("box\tshared-root\trw\t/h/p\t/h/p\toff\nbox\tgit\trw\t/h/r\t/h/r\toff\n");
     const j = await run("share", "list", "--json");
-    expect(JSON.parse(j.stdout)).toEqual([{ vm: "box", ...att("/h/p") }, { vm: "box", ...att("/h/r", { mode: "git" }) }]);
+    expect(JSON.parse(j.stdout)).toEqual([
+      { vm: "box", ...att("/h/p"), guard: "off", guard_detail: expect.stringContaining("not a git repository") },
+      { vm: "box", ...att("/h/r", { mode: "git" }), guard: "off", guard_detail: expect.stringContaining("git mode") },
+    ]);
   });
   test("attach of a sensitive folder without --yes and without a terminal: exit 2, nothing recorded", async () => {
     const home = join(root, "home");

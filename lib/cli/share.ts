@@ -4,6 +4,7 @@ import { UsageError } from "../errors.ts";
 import { attach, detach, recordedPath } from "../flows/attach.ts";
 import { syncFolder } from "../flows/git-sync.ts";
 import { log, out, outJson } from "../log.ts";
+import { describeGuard, guardState } from "../share/git-guard.ts";
 import { parseAccess, parseMode } from "../share/input.ts";
 import { context, mutateArgs, readArgs, vmArg } from "./_shared.ts";
 import { group, leaf } from "./command.ts";
@@ -50,14 +51,17 @@ export default group("share", "host folders in the VM", {
   }),
   list: leaf({
     name: "list",
-    description: "attached folders (tab-separated: vm, mode, access, host path, guest path)",
+    description: "attached folders (tab-separated: vm, mode, access, host path, guest path, git guard)",
     args: { ...readArgs, ...vmArg },
     async run({ args }) {
       const ctx = context(args);
       const names = args.vm ? [args.vm as string] : (ctx.store.doc.vms ?? []).map((v) => v.name);
-      const rows = names.flatMap((n) => resolveVm(ctx.store.doc, n).attachments.map((a) => ({ vm: n, ...a })));
+      const rows = names.flatMap((n) => resolveVm(ctx.store.doc, n).attachments.map((a) => {
+        const g = guardState(ctx.runner.host, a);
+        return { vm: n, ...a, guard: g.kind === "none" ? "off" : "on", guard_detail: describeGuard(g) };
+      }));
       if (ctx.json) return outJson(rows);
-      for (const r of rows) out([r.vm, r.mode, r.access, r.host_path, r.guest_dst].join("\t"));
+      for (const r of rows) out([r.vm, r.mode, r.access, r.host_path, r.guest_dst, r.guard].join("\t"));
       if (!rows.length) log.info(`no attachments${names.length ? "" : ` (VMs: ${vmNames(ctx.store.doc).join(", ")})`}`);
     },
   }),
