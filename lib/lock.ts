@@ -6,6 +6,7 @@ import { closeSync, ftruncateSync, linkSync, mkdirSync, openSync, readFileSync, 
 import { dirname } from "node:path";
 import { dlopen, FFIType } from "bun:ffi";
 import { AivmError, EXIT } from "./errors.ts";
+import { openOwnFile } from "./fsutil.ts";
 
 const held = new Set<string>();
 
@@ -52,7 +53,8 @@ function holderPid(path: string): number | undefined {
 
 /** flock: returns the open fd when locked, or null when someone else holds it. */
 function tryFlock(path: string, flock: FlockFn): number | null {
-  const fd = openSync(path, "a+", 0o600);
+  const fd = openOwnFile(path, 0o600); // never O_TRUNC through a planted symlink
+
   if (flock(fd, LOCK_EX | LOCK_NB) === 0) {
     ftruncateSync(fd, 0);
     writeSync(fd, String(process.pid));
@@ -65,7 +67,7 @@ function tryFlock(path: string, flock: FlockFn): number | null {
 /** pid file: "ok" when created; a file whose pid is dead is removed ("stale": retry at once). */
 function tryPidFile(path: string): "ok" | "stale" | "held" {
   const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-  writeFileSync(tmp, String(process.pid), { mode: 0o600 });
+  writeFileSync(tmp, String(process.pid), { mode: 0o600, flag: "wx" });
   try {
     linkSync(tmp, path);
     return "ok";

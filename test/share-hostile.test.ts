@@ -1,7 +1,11 @@
 // The guest is hostile: the unit half of the proof for docs/threat-model.md rows S3-S9 and G1-G4 (e2e/guard.test.ts
 // is the half that runs from inside a real guest).
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { updateStore } from "../lib/config/store.ts";
+import { writeFileAtomicSync } from "../lib/fsutil.ts";
+import { acquireLock } from "../lib/lock.ts";
+import { ensureVm } from "../lib/vm/create.ts";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Vm } from "../lib/config/model.ts";
@@ -267,4 +271,56 @@ describe("what a real git obeys (why commondir is guarded)", () => {
 test("guest text reaches the terminal without control characters", () => {
   expect(printable("fix \x1b]0;pwned\x07 title\x1b[2J")).toBe("fix \\x1b]0;pwned\\x07 title\\x1b[2J");
   expect(printable("a\tb\nc")).toBe("a\tb\nc");
+});
+
+describe("S8: nothing aivm writes follows a symlink it did not make", () => {
+  const victim = () => {
+    const p = join(root, "victim");
+    writeFileSync(p, "precious\n");
+    return p;
+  };
+  test("its own files: a planted symlink or a non-regular file is refused, nothing written through it", () => {
+    const v = victim();
+    symlinkSync(v, join(root, "link"));
+    expect(() => writeFileAtomicSync(join(root, "link"), "x")).toThrow(/symbolic link, which aivm did not make/);
+    expect(readFileSync(v, "utf8")).toBe("precious\n");
+    mkdirSync(join(root, "adir"));
+    expect(() => writeFileAtomicSync(join(root, "adir"), "x")).toThrow(/not a regular file/);
+  });
+  test("the config store may be a symlink (dotfiles): written through to its target, the link kept", () => {
+    const target = join(root, "dotfiles-config.toml");
+    writeFileSync(target, "");
+    const link = join(root, "cfg", "linked.toml");
+    symlinkSync(target, link);
+    updateStore(link, (d) => { d.defaults = { vm: { cpus: 3 } }; });
+    expect(lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(readFileSync(target, "utf8")).toContain("cpus = 3");
+  });
+  test("lock files: a planted symlink is refused and its target is not truncated", () => {
+    const v = victim();
+    const lock = join(root, "vms", "box", ".lock");
+    mkdirSync(join(root, "vms", "box"), { recursive: true });
+    symlinkSync(v, lock);
+    expect(() => acquireLock(lock, { waitMs: 0 })).toThrow(/symbolic link/);
+    expect(readFileSync(v, "utf8")).toBe("precious\n");
+    symlinkSync(v, join(root, "cfg", ".aivm-config.lock"));
+    expect(() => updateStore(cfg, (d) => { d.defaults = {}; })).toThrow(/symbolic link/);
+    expect(readFileSync(v, "utf8")).toBe("precious\n");
+  });
+  test.each(["disk.qcow2", "seed.img", "ssh_host_ed25519_key", "known_hosts"])("vm create with %s planted as a symlink: refused, nothing written, the target untouched", async (name) => {
+    const v = victim();
+    const dir = join(root, "vms", "box");
+    mkdirSync(dir, { recursive: true });
+    symlinkSync(v, join(dir, name));
+    mkdirSync(join(root, "images"), { recursive: true });
+    writeFileSync(join(root, "images", `${"b".repeat(64)}.img`), "");
+    writeFileSync(join(root, "images", `${"b".repeat(64)}.json`), JSON.stringify({ sha256: "b".repeat(64), format: "qcow2", source: "file:///x", created: "2026-01-01" }));
+    writeFileSync(join(root, "id.pub"), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJd8bA4GkOQ6+9W1fU8vU1mC2o8m9uF3oVb2Q8x6oYy u@h\n");
+    const { runner, fake } = fakeRunner();
+    fake.on([...V, "domuuid", "box"], { exitCode: 1, stderr: "error: failed to get domain 'box'\n" });
+    fake.diskTools();
+    await expect(ensureVm(runner, vm())).rejects.toThrow(/symbolic link, which aivm did not make/);
+    expect(readFileSync(v, "utf8")).toBe("precious\n");
+    expect(fake.commands().filter((c) => !c.startsWith("virsh"))).toEqual([]);
+  });
 });

@@ -50,16 +50,9 @@ function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr:
 function scriptCreate() {
   const f = vmFiles(vm());
   fake.on([...V, "domuuid", "box"], NO_DOMAIN);
-  fake.on(["install", "-d"], (a) => { mkdirSync(a.at(-1)!, { recursive: true }); return {}; });
-  fake.on(["qemu-img", "create"], {});
-  fake.on(["ssh-keygen", "-q"], () => {
-    writeFileSync(f.hostKey, "-----BEGIN OPENSSH PRIVATE KEY-----\nK\n-----END OPENSSH PRIVATE KEY-----\n");
-    writeFileSync(f.hostKeyPub, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyHostKeyHostKeyHostKeyHostKeyHostKey12 box\n");
-    return {};
-  });
-  fake.on((a) => a.includes(f.seed), {});
+  fake.diskTools();
   fake.on([...V, "define", "/dev/stdin"], {});
-  onDisk();
+  void f;
 }
 
 const onDisk = () => fake.onDisk();

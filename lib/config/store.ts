@@ -118,7 +118,7 @@ export function saveStore(store: Store, doc: StoreDoc, opts: SaveOptions = {}): 
       throw new AivmError("config", `${store.path} changed on disk since it was read; nothing was written`, EXIT.FAILED, "re-run the command");
     }
     removeStaleTemps(store.path);
-    writeFileAtomicSync(store.path, text, 0o600);
+    writeFileAtomicSync(store.path, text, 0o600, { followSymlink: true });
     store.text = text;
     store.hash = sha(text);
     store.doc = doc;
@@ -143,7 +143,7 @@ export function updateStore(path: string, change: (doc: StoreDoc) => StoreDoc | 
     const text = renderToml(next);
     if (text === store.text || (store.text !== null && text === renderToml(store.doc))) return { store, wrote: false };
     removeStaleTemps(path);
-    writeFileAtomicSync(path, text, 0o600);
+    writeFileAtomicSync(path, text, 0o600, { followSymlink: true });
     Object.assign(store, { text, hash: sha(text), doc: next });
     return { store, wrote: true };
   }, { reentrant: true });

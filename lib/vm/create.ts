@@ -15,6 +15,7 @@ import { knownHostsLine } from "../ssh-config.ts";
 import { guestIds } from "../share/guest.ts";
 import { log } from "../log.ts";
 import { sha256hex } from "../digest.ts";
+import { refuseForeign } from "../fsutil.ts";
 
 /** The first ancestor directory of path that others cannot traverse (libvirt's qemu user must), or null. */
 export function firstUntraversable(host: Host, path: string): string | null {
@@ -134,41 +135,55 @@ export async function ensureVm(runner: Runner, vm: Vm, known: { uuid?: string | 
     }
   }
 
+  // a symlink or a non-regular file where aivm makes its own file was planted by something else: refuse, write nothing
+  for (const p of [f.disk, f.seed, f.hostKey, f.hostKeyPub, f.knownHosts]) refuseForeign(p);
   const freshDir = isFreshDir(host, f);
   const created: string[] = [];
+  // every file is made in a private work directory (created exclusively: a planted name makes mkdir fail) and renamed
+  // into place, so no tool ever writes through a path something else could have put there
+  const work = join(f.dir, `.create-${process.pid}`);
   try {
     await runner.exec(["install", "-d", "-m", "0755", f.dir], { what: `create ${f.dir}` });
-    // the export root of the aivm-root virtiofs device (lib/share.ts): it must exist before the domain starts
+    // the export root of the aivm-root virtiofs device (share/names.ts): it must exist before the domain starts
     if (!host.exists(exportRoot(vm))) await runner.exec(["install", "-d", "-m", "0755", exportRoot(vm)], { what: `create ${exportRoot(vm)}` });
+    await runner.exec(["mkdir", "-m", "0700", work], { what: `create ${work}` });
+    const moves: [string, string][] = [];
     if (!host.exists(f.disk)) {
       created.push(f.disk);
-      await runner.exec(overlayArgv(image, f.disk, vm.diskGib), { what: "create the overlay disk" });
+      await runner.exec(overlayArgv(image, join(work, "disk.qcow2"), vm.diskGib), { what: "create the overlay disk" });
+      moves.push([join(work, "disk.qcow2"), f.disk]);
     }
     // host key: generate when the private key is missing; recover a lost public half from the private key
+    let privateKey = readKey(f.hostKey);
+    let publicKey = readKey(f.hostKeyPub);
     if (!host.exists(f.hostKey)) {
       created.push(f.hostKey, f.hostKeyPub);
-      if (host.exists(f.hostKeyPub)) await runner.remove(f.hostKeyPub);
-      await runner.exec(hostKeyArgv(vm.name, f.hostKey), { what: "generate the guest's SSH host key" });
+      await runner.exec(hostKeyArgv(vm.name, join(work, "ssh_host_ed25519_key")), { what: "generate the guest's SSH host key" });
+      privateKey = readKey(join(work, "ssh_host_ed25519_key"));
+      publicKey = readKey(join(work, "ssh_host_ed25519_key.pub"));
+      moves.push([join(work, "ssh_host_ed25519_key"), f.hostKey], [join(work, "ssh_host_ed25519_key.pub"), f.hostKeyPub]);
     } else if (!host.exists(f.hostKeyPub)) {
       const r = await runner.read(["ssh-keygen", "-y", "-f", f.hostKey], { what: "read the guest's SSH host key" });
       created.push(f.hostKeyPub);
-      await runner.writeFile(f.hostKeyPub, r.stdout.trim() + ` ${vm.name}\n`, 0o644);
+      publicKey = r.stdout.trim() + ` ${vm.name}\n`;
+      await runner.writeFile(f.hostKeyPub, publicKey, 0o644);
     }
-    const privateKey = readKey(f.hostKey);
-    const publicKey = readKey(f.hostKeyPub);
     const hostKey: HostKey = privateKey && publicKey ? { privateKey, publicKey: publicKey.trim() } : PLACEHOLDER_HOST_KEY;
     if (hostKey === PLACEHOLDER_HOST_KEY && !runner.dryRun) throw new AivmError(`vm create ${vm.name}`, `ssh-keygen did not produce ${f.hostKey}`);
 
     if (!host.exists(f.knownHosts)) created.push(f.knownHosts);
     await runner.writeFile(f.knownHosts, ensureNl(knownHostsLine(vm, hostKey.publicKey)), 0o644);
 
-    if (!host.exists(f.seedDir)) created.push(f.seedDir);
     if (!host.exists(f.seed)) created.push(f.seed);
     const docs = seedDocuments(vm, { authorizedKey: authorizedKey ?? "ssh-ed25519 PLACEHOLDER-your-key", hostKey, ...guestIds(vm, host) });
-    for (const [name, text] of Object.entries(docs)) await runner.writeFile(join(f.seedDir, name), text, 0o600);
-    await runner.exec(seedArgv(f.seedDir, f.seed), { what: "build the cloud-init seed" });
+    for (const [name, text] of Object.entries(docs)) await runner.writeFile(join(work, name), text, 0o600);
+    await runner.exec(seedArgv(work, join(work, "seed.img")), { what: "build the cloud-init seed" });
+    moves.push([join(work, "seed.img"), f.seed]);
     // the disk and the seed (which carries the private host key) are for root and libvirt's qemu user only
-    await runner.exec(["chmod", "0600", f.disk, f.seed], { what: "restrict the VM's disk and seed" });
+    const restrict = moves.map(([from]) => from).filter((p) => p.endsWith("disk.qcow2") || p.endsWith("seed.img"));
+    if (restrict.length) await runner.exec(["chmod", "0600", ...restrict], { what: "restrict the VM's disk and seed" });
+    for (const [from, to] of moves) await runner.exec(["mv", "-T", from, to], { what: `place ${to}` });
+    await runner.remove(work);
 
     const xml = renderDomainXml(planDomain(vm, { type, image, uuid: uuid ?? undefined, exists: (p) => host.exists(p) }));
     await runner.step({
@@ -178,7 +193,10 @@ export async function ensureVm(runner: Runner, vm: Vm, known: { uuid?: string | 
       actions: [{ kind: "run", argv: virshArgv(uri, "define", "/dev/stdin"), input: xml }],
     });
   } catch (e) {
-    if (!runner.dryRun) await rollbackCreate(runner, vm, { hadDomain: !!uuid, freshDir, created });
+    if (!runner.dryRun) {
+      await runner.remove(work).catch(() => {});
+      await rollbackCreate(runner, vm, { hadDomain: !!uuid, freshDir, created });
+    }
     throw e;
   }
   return "created";
