@@ -281,3 +281,19 @@ describe("aivm vm", () => {
     expect(r.stderr).toContain("not created");
   });
 });
+
+describe("vm cloud-init: the guest's private host key is a secret", () => {
+  test("redacted unless --show-secrets", async () => {
+    const f = vmFiles(vm());
+    mkdirSync(f.dir, { recursive: true });
+    writeFileSync(f.hostKey, "-----BEGIN OPENSSH PRIVATE KEY-----\nSECRETKEYMATERIAL\n-----END OPENSSH PRIVATE KEY-----\n");
+    writeFileSync(f.hostKeyPub, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyHostKeyHostKeyHostKeyHostKeyHostKey12 box\n");
+    const r = await run("vm", "cloud-init", "--part", "user-data");
+    expect(r.code).toBe(0);
+    expect(r.stdout).not.toContain("SECRETKEYMATERIAL");
+    expect(r.stdout).toContain("REDACTED");
+    expect(r.stdout).toContain("AAAAC3NzaC1lZDI1NTE5AAAAIHostKey"); // the public half stays
+    const shown = await run("vm", "cloud-init", "--part", "user-data", "--show-secrets");
+    expect(shown.stdout).toContain("SECRETKEYMATERIAL");
+  });
+});

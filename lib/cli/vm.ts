@@ -169,12 +169,12 @@ export default group("vm", "VM lifecycle", {
   "cloud-init": leaf({
     name: "cloud-init",
     description: "print a cloud-init document (a placeholder stands in for a host key not generated yet)",
-    args: { ...globalArgs, ...vmArg, part: { type: "string", description: "user-data | meta-data | network-config", default: "user-data" } },
+    args: { ...globalArgs, ...vmArg, part: { type: "string", description: "user-data | meta-data | network-config", default: "user-data" }, "show-secrets": { type: "boolean", description: "print the guest's private SSH host key instead of a redaction" } },
     run: ({ args }) => {
       const part = String(args.part ?? "user-data");
       if (!(SEED_PARTS as readonly string[]).includes(part)) throw new UsageError("--part", `${JSON.stringify(part)} is not one of ${SEED_PARTS.join(", ")}`);
       const { ctx, vm } = target(args);
-      out(previewSeed(ctx.runner, vm, part as SeedPart));
+      out(previewSeed(ctx.runner, vm, part as SeedPart, { showSecrets: !!args["show-secrets"] }));
     },
   }),
   "console-log": leaf({

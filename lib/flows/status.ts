@@ -18,7 +18,8 @@ import { printable } from "../render.ts";
 import type { Runner } from "../run.ts";
 import { describeGuard, guardState } from "../share/git-guard.ts";
 import { judgeFolder, PreflightContext } from "../share/preflight.ts";
-import { sshArgv } from "../ssh-config.ts";
+import { aliasAdvice, checkAlias } from "../ssh-alias.ts";
+import { defaultSshConfigFile, sshArgv } from "../ssh-config.ts";
 import {
     attachmentVerdicts, guestProbeScript, nextCommands, type Layer, type LayerName, type StatusReport,
 } from "../status-report.ts";
@@ -149,7 +150,13 @@ async function guestLayers(runner: Runner, vm: Vm, ip: string | null, why: strin
     const v = attachmentVerdicts(vm.attachments, sections.get("attachments") ?? "");
     attachments = attachmentsLayer(runner, vm, v, ctx);
   }
-  return { ssh: { name: "ssh", ok: true, detail: `${vm.user}@${ip} with the pinned host key` }, cloudInit, attachments };
+  // the guest answers aivm; does `ssh <vm>` (the user's own ssh config, what VS Code uses) reach it the same way?
+  const sshFile = defaultSshConfigFile();
+  const alias = runner.host.exists(sshFile) ? await checkAlias(runner, vm, ip, known, sshFile) : [];
+  const ssh: Layer = alias.length
+    ? { name: "ssh", ok: false, detail: aliasAdvice(vm, sshFile, alias), next: `edit ${sshFile}: aivm's block for ${vm.name} must come before any entry that matches ${vm.name}`, evidence: alias }
+    : { name: "ssh", ok: true, detail: `${vm.user}@${ip} with the pinned host key` };
+  return { ssh, cloudInit, attachments };
 }
 
 function driftLayer(doc: StoreDoc, vm: Vm, f: VmFacts, fw: FwStatus | null, why: string): Layer {

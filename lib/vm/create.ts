@@ -224,8 +224,14 @@ async function rollbackCreate(runner: Runner, vm: Vm, o: { hadDomain: boolean; f
 export const SEED_PARTS = ["user-data", "meta-data", "network-config"] as const;
 export type SeedPart = (typeof SEED_PARTS)[number];
 
-/** One cloud-init document as `vm create` writes it; placeholders stand in for keys not generated yet (warned). */
-export function previewSeed(runner: Runner, vm: Vm, part: SeedPart): string {
+/** What stands in for the guest's private host key in a preview, unless --show-secrets. */
+export const REDACTED_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nREDACTED/by/aivm/pass/show/secrets/flag/to/print/it\n-----END OPENSSH PRIVATE KEY-----\n";
+
+/**
+ * One cloud-init document as `vm create` writes it; placeholders stand in for keys not generated yet (warned), and the
+ * guest's private host key is redacted unless showSecrets (it lets anyone who sees it impersonate the VM to you).
+ */
+export function previewSeed(runner: Runner, vm: Vm, part: SeedPart, o: { showSecrets?: boolean } = {}): string {
   const f = vmFiles(vm);
   const priv = runner.host.readFile(f.hostKey);
   const pub = runner.host.readFile(f.hostKeyPub);
@@ -234,7 +240,7 @@ export function previewSeed(runner: Runner, vm: Vm, part: SeedPart): string {
   if (!authorizedKey && part === "user-data") log.warn(`no SSH public key at ${vm.paths.sshPubkey}: this preview shows a placeholder in its place`);
   return seedDocuments(vm, {
     authorizedKey: authorizedKey ?? "ssh-ed25519 PLACEHOLDER-your-key",
-    hostKey: priv && pub ? { privateKey: priv, publicKey: pub.trim() } : PLACEHOLDER_HOST_KEY,
+    hostKey: priv && pub ? { privateKey: o.showSecrets ? priv : REDACTED_KEY, publicKey: pub.trim() } : PLACEHOLDER_HOST_KEY,
   })[part];
 }
 

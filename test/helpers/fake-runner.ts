@@ -100,6 +100,14 @@ export class FakeBackend implements Backend {
     return this.onDisk();
   }
 
+  /** Commands starting with `prefix` run for real (recorded like the rest): for offline, harmless tools such as `ssh -G`. */
+  real(prefix: string[]): this {
+    return this.on(prefix, (argv) => {
+      const r = Bun.spawnSync(argv, { stdin: "ignore" });
+      return { exitCode: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
+    });
+  }
+
   /** argv of every exec, joined with spaces, in order */
   commands(): string[] {
     return this.calls.filter((c) => c.kind === "exec").map((c) => c.argv!.join(" "));
