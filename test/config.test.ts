@@ -130,6 +130,17 @@ describe("invalid config files: exit 78, file:line:col, file untouched (real CLI
       "13:1: vms[1].attachments[0].mode: must be one of shared-root, shared, git",
     ]);
   });
+
+  test("guest_dst in a file gets the command line's check: /proc/../etc, /etc and /var are refused", () => {
+    const path = join(tmp(), "g.toml");
+    const att = (g: string) => `[[vms.attachments]]\nhost_path = "/x${g.length}"\nguest_dst = "${g}"\n`;
+    writeFileSync(path, '[[vms]]\nname = "a"\nnetwork = "n"\n\n' + ["/proc/../etc", "/etc/ssh", "/var", "/work/ok"].map(att).join("\n"));
+    expect(lintProblems(path).map((p) => `${p.line}:${p.col}: ${p.message}`)).toEqual([
+      '7:1: vms[0].attachments[0].guest_dst: "/proc/../etc" is not a normalized path (no //, . or .. segments)',
+      '11:1: vms[0].attachments[1].guest_dst: "/etc/ssh" is under /etc, a system directory of the guest',
+      '15:1: vms[0].attachments[2].guest_dst: "/var" would hide /var/lib, a system directory of the guest',
+    ]);
+  });
 });
 
 describe("names are rejected at the edge with exit 2 (real CLI)", () => {

@@ -11,7 +11,8 @@ import { Runner } from "../lib/run.ts";
 import { resolveVm } from "../lib/config/resolve.ts";
 import { loadStore } from "../lib/config/store.ts";
 import { exportRoot, sharedTag, shareToken, stageRoot, vmFilesystems } from "../lib/share/names.ts";
-import { containingAttachment, guestDstProblem, overlapping, planAttachment, withAttachment, withoutAttachment } from "../lib/share/input.ts";
+import { guestPathProblem } from "../lib/validate.ts";
+import { containingAttachment, overlapping, planAttachment, withAttachment, withoutAttachment } from "../lib/share/input.ts";
 import { EXIT, UsageError } from "../lib/errors.ts";
 import { approveFolder, resolveThrough, sensitiveHit } from "../lib/share/preflight.ts";
 import { realHost } from "../lib/host.ts";
@@ -89,17 +90,37 @@ describe("guest paths and attachment planning", () => {
   test.each([
     ["/work/x", undefined],
     ["/home/agent/my projé", undefined],
-    ["relative", "is not an absolute path"],
-    ["/", "is the guest's root directory"],
-    ["/proc", "is under /proc"],
-    ["/proc/1", "is under /proc"],
-    ["/sys/x", "is under /sys"],
-    ["/dev/shm", "is under /dev"],
-    ["/mnt/aivm-root/t", "is under /mnt/aivm-root"],
+    ["/work/x/", undefined],
+    ["/var/tmp/w", undefined],
     ["/devices", undefined],
-    ["/a\nb", "contains control characters"],
-  ])("guestDstProblem(%p) = %p", (p, want) => {
-    expect(guestDstProblem(p)).toBe(want as string | undefined);
+    ["/library", undefined],
+    ["/mnt/data", undefined],
+    ["relative", '"relative" is not an absolute path'],
+    ["/", `"/" is the guest's root directory`],
+    ["/proc", '"/proc" is under /proc, a system directory of the guest'],
+    ["/proc/1", '"/proc/1" is under /proc, a system directory of the guest'],
+    ["/proc/../etc", '"/proc/../etc" is not a normalized path (no //, . or .. segments)'],
+    ["/work/./x", '"/work/./x" is not a normalized path (no //, . or .. segments)'],
+    ["/work//x", '"/work//x" is not a normalized path (no //, . or .. segments)'],
+    ["/etc", '"/etc" is under /etc, a system directory of the guest'],
+    ["/etc/ssh", '"/etc/ssh" is under /etc, a system directory of the guest'],
+    ["/boot/efi", '"/boot/efi" is under /boot, a system directory of the guest'],
+    ["/usr/local/bin", '"/usr/local/bin" is under /usr, a system directory of the guest'],
+    ["/bin", '"/bin" is under /bin, a system directory of the guest'],
+    ["/sbin", '"/sbin" is under /sbin, a system directory of the guest'],
+    ["/lib64", '"/lib64" is under /lib64, a system directory of the guest'],
+    ["/lib/x86_64-linux-gnu", '"/lib/x86_64-linux-gnu" is under /lib, a system directory of the guest'],
+    ["/sys/x", '"/sys/x" is under /sys, a system directory of the guest'],
+    ["/dev/shm", '"/dev/shm" is under /dev, a system directory of the guest'],
+    ["/run/user/1000", '"/run/user/1000" is under /run, a system directory of the guest'],
+    ["/var/lib/docker", '"/var/lib/docker" is under /var/lib, a system directory of the guest'],
+    ["/var", '"/var" would hide /var/lib, a system directory of the guest'],
+    ["/mnt", '"/mnt" would hide /mnt/aivm-root, a system directory of the guest'],
+    ["/mnt/aivm-root/t", '"/mnt/aivm-root/t" is under /mnt/aivm-root, a system directory of the guest'],
+    ["/a\nb", '"/a\\nb" contains control characters'],
+    [42, "42 is not an absolute path"],
+  ])("guestPathProblem(%p) = %p", (p, want) => {
+    expect(guestPathProblem(p)).toBe(want as string | undefined);
   });
   test("defaults: shared-root, rw, same path", () => {
     expect(planAttachment(vm(), "/p", {})).toEqual({ att: att("/p"), saved: false });

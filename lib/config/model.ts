@@ -2,7 +2,7 @@
 // defaults and where the store lives. Adding a config key touches one table here.
 import { join } from "node:path";
 import { hostname } from "node:os";
-import { absPathProblem, bridgeProblem, cidrProblem, ipv4Problem, nameProblem, pathProblem, portProblem, sha256Problem, urlProblem, userProblem } from "../validate.ts";
+import { absPathProblem, bridgeProblem, guestPathProblem, cidrProblem, ipv4Problem, nameProblem, pathProblem, portProblem, sha256Problem, urlProblem, userProblem } from "../validate.ts";
 import { sha256hex } from "../digest.ts";
 
 export type KeyCheck = (v: unknown) => string | undefined;
@@ -73,7 +73,7 @@ export const ATTACHMENT_KEYS: Section = {
   host_path: { type: "string", doc: "absolute host folder (resolved)", check: absPathProblem },
   mode: { type: "string", doc: "shared-root | shared | git", check: oneOf("shared-root", "shared", "git") },
   access: { type: "string", doc: "rw | ro", check: oneOf("rw", "ro") },
-  guest_dst: { type: "string", doc: "absolute guest path (default: same as host_path)", check: absPathProblem },
+  guest_dst: { type: "string", doc: "absolute guest path, not a system directory (default: same as host_path)", check: guestPathProblem },
   git_guard: { type: "string", doc: "on | off: keep the repository's .git/config, hooks and commondir read-only to the guest (default on)", check: oneOf("on", "off") },
 };
 

@@ -8,7 +8,7 @@ import { sha256hex } from "../digest.ts";
 export const ROOT_TAG = "aivm-root";
 
 /** Where the guest mounts the root tag. */
-export const GUEST_ROOT = "/mnt/aivm-root";
+export { GUEST_ROOT } from "../validate.ts";
 
 /** The VM's export root: the source of the aivm-root device; attached folders are bind-mounted under it. */
 export function exportRoot(vm: Vm): string {
