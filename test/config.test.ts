@@ -118,6 +118,7 @@ describe("invalid config files: exit 78, file:line:col, file untouched (real CLI
     expect(lintProblems(path).map((p) => `${p.line}:${p.col}: ${p.message}`)).toEqual([
       "10:1: duplicate network name a",
       "7:1: networks[1]: bridge br0 is also used by network a",
+      "5:1: networks[1]: network b: subnet 10.77.0.0/24 (not set: the built-in default) overlaps network a (10.77.0.0/24)",
     ]);
   });
 
