@@ -29,7 +29,7 @@ describe("attachment defaults on load", () => {
     const { runner, fake } = fakeRunner({ host: testHost({ exists: () => true }) });
     fake.unmatched = "ok";
     expect(await restoreHostBinds(runner, vm)).toEqual(["/srv/project", "/srv/docs"]);
-    expect(fake.calls.some((c) => c.argv.join(" ").includes("mount --bind /srv/project "))).toBe(true);
+    expect(fake.calls.some((c) => (c.argv ?? []).join(" ").includes("mount --bind /srv/project "))).toBe(true);
   });
 
   test("share list and list show them (real CLI)", async () => {

@@ -1,7 +1,7 @@
 // One validation for lint and every load (issue 14): what resolution used to refuse without a position is a lint
 // problem at file:line:col, exit 78 in every command; a store that validated always resolves.
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { aivm, isolatedEnv } from "./helpers/cli.ts";
@@ -128,4 +128,44 @@ describe("urlProblem", () => {
     if (want === undefined) expect(p).toBeUndefined();
     else expect(p).toContain(want);
   });
+});
+
+describe("a config path that is a directory, unreadable, or explicitly named and missing: one line, exit 78 (real CLI)", () => {
+  test("config lint on a directory", async () => {
+    const dir = tmp();
+    const r = await aivm(["config", "lint", "--config", dir]);
+    expect([r.exitCode, r.stdout, r.stderr]).toEqual([EXIT.CONFIG, "", `aivm: config: ${dir}: is a directory, not a config file\n`]);
+  });
+
+  test("config lint and list on an unreadable file", async () => {
+    for (const args of [["config", "lint"], ["list"]]) {
+      const r = await aivm([...args, "--config", "/proc/self/mem"]);
+      expect([r.exitCode, r.stdout, r.stderr]).toEqual([EXIT.CONFIG, "", "aivm: config: /proc/self/mem: cannot read: input/output error\n"]);
+    }
+  });
+
+  for (const args of [["up", "--dry-run", "--yes"], ["up", "--yes"], ["net", "create", "--yes"], ["share", "attach", "/tmp", "--yes"], ["list"], ["config", "show"], ["config", "edit"], ["config", "discover", "--yes"]]) {
+    test(`--config /typo.toml: ${args.join(" ")} says it does not exist and creates nothing`, async () => {
+      const path = join(tmp(), "typo.toml");
+      const r = await aivm([...args, "--config", path], { env: { ...isolatedEnv(), EDITOR: "true" } });
+      expect(r.exitCode).toBe(EXIT.CONFIG);
+      expect(r.stderr.split("\n")[0]).toBe(`aivm: config: ${path}: no such file`);
+      expect(existsSync(path)).toBe(false);
+    }, 20_000);
+  }
+
+  test("AIVM_CONFIG naming a missing file is refused the same way", async () => {
+    const path = join(tmp(), "typo.toml");
+    const r = await aivm(["up", "--yes"], { env: { ...isolatedEnv(), AIVM_CONFIG: path } });
+    expect(r.exitCode).toBe(EXIT.CONFIG);
+    expect(existsSync(path)).toBe(false);
+  }, 20_000);
+
+  test("config init creates the file it is pointed at; config path only prints it", async () => {
+    const path = join(tmp(), "new.toml");
+    expect((await aivm(["config", "path", "--config", path])).stdout).toBe(`${path}\n`);
+    const r = await aivm(["config", "init", "--defaults", "--dry-run", "--config", path]);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toContain(`cat > ${path} <<'AIVM_EOF'`);
+  }, 20_000);
 });

@@ -146,7 +146,9 @@ describe("names are rejected at the edge with exit 2 (real CLI)", () => {
 
   test("context() checks --vm before it loads anything; 63 characters are fine", () => {
     expect(() => context({ vm: "a b", config: "/nonexistent/dir/x.toml" })).toThrow(/invalid VM name/);
-    expect(() => context({ vm: "a".repeat(63), config: join(tmp(), "x.toml") })).not.toThrow();
+    const x = join(tmp(), "x.toml");
+    writeFileSync(x, "");
+    expect(() => context({ vm: "a".repeat(63), config: x })).not.toThrow();
   });
 
   test("network and VM names in the file are validated (exit 78)", () => {
@@ -203,7 +205,7 @@ describe("config path and show (real CLI)", () => {
   test("config show without a file exits 78 with a hint", async () => {
     const r = await aivm(["config", "show", "--config", join(tmp(), "none.toml")]);
     expect(r.exitCode).toBe(78);
-    expect(r.stderr).toContain("hint: create it with `aivm config init`");
+    expect(r.stderr).toContain("hint: create it with `aivm config init --config ");
   });
 
   test("config show --json -v: the resolved view on stdout, logs only on stderr", async () => {

@@ -1,5 +1,5 @@
 // The config store on disk: load and parse (exit 78 with positions), lint, atomic locked save.
-import { existsSync, readdirSync, readFileSync, unlinkSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, unlinkSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import type { StoreDoc } from "./model.ts";
 import { AivmError, ConfigError, EXIT } from "../errors.ts";
@@ -40,21 +40,37 @@ export function parseStore(text: string, path: string): StoreDoc {
   return plain(raw) as StoreDoc;
 }
 
-export function loadStore(path: string): Store {
-  if (!existsSync(path)) return { path, doc: {}, hash: null, text: null };
-  let text: string;
+const ERRNO: Record<string, string> = { EACCES: "permission denied", EPERM: "permission denied", EIO: "input/output error", ELOOP: "too many symbolic links" };
+
+/** The text of a config file, or null when there is none. A directory or an unreadable file is exit 78, one line. */
+export function readConfigText(path: string): string | null {
+  let st;
   try {
-    text = readFileSync(path, "utf8");
+    st = statSync(path);
   } catch (e) {
-    throw new ConfigError(`${path}: cannot read: ${(e as Error).message}`);
+    const code = (e as NodeJS.ErrnoException).code ?? "";
+    if (code === "ENOENT" || code === "ENOTDIR") return null;
+    throw new ConfigError(`${path}: cannot read: ${ERRNO[code] ?? (e as Error).message}`);
   }
+  if (st.isDirectory()) throw new ConfigError(`${path}: is a directory, not a config file`);
+  try {
+    return readFileSync(path, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? "";
+    throw new ConfigError(`${path}: cannot read: ${ERRNO[code] ?? (e as Error).message}`);
+  }
+}
+
+export function loadStore(path: string): Store {
+  const text = readConfigText(path);
+  if (text === null) return { path, doc: {}, hash: null, text: null };
   return { path, doc: parseStore(text, path), hash: sha(text), text };
 }
 
-/** Every problem in a file, one line each ([] when clean). */
+/** Every problem in a file, one line each ([] when clean). A missing, unreadable or directory path throws (exit 78). */
 export function lintFile(path: string): string[] {
-  if (!existsSync(path)) return [`${path}: no such file (run \`aivm config init\`)`];
-  const text = readFileSync(path, "utf8");
+  const text = readConfigText(path);
+  if (text === null) throw new ConfigError(`${path}: no such file`, "create it with `aivm config init`");
   try {
     parseStore(text, path);
     return [];
