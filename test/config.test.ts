@@ -393,13 +393,15 @@ describe("config edit", () => {
     expect(readFileSync(f.path, "utf8")).toBe(next);
   });
 
-  test("an invalid edit without a terminal is discarded: exit 78, file untouched", async () => {
+  test("an invalid edit without a terminal: exit 78, file untouched, the edit kept in a file it names", async () => {
     const f = copyFixture("valid.toml");
     editorWriting('[defaults.vm]\ncpus = "x"\n');
     let err: unknown;
     try { await edit(f.path); } catch (e) { err = e; }
     expect((err as AivmError).exitCode).toBe(78);
     expectUntouched(f);
+    const kept = /kept in (\S+)$/.exec((err as AivmError).why)![1]!;
+    expect(readFileSync(kept, "utf8")).toBe('[defaults.vm]\ncpus = "x"\n');
   });
 
   test("an invalid edit on a terminal: re-edit is offered; 'n' discards", async () => {
@@ -427,6 +429,11 @@ describe("config edit", () => {
     try { await edit(f.path); } catch (e) { err = e; }
     expect((err as AivmError).exitCode).toBe(1);
     expect(readFileSync(f.path, "utf8")).toBe("# other writer\n");
+    // the user's edited text is not thrown away: it is kept next to the store, 0600, in a file the error names
+    const kept = /your edit is kept in (\S+)$/.exec((err as AivmError).why)![1]!;
+    expect(kept.startsWith(f.path + ".edit-")).toBe(true);
+    expect(readFileSync(kept, "utf8")).toBe("[defaults.vm]\ncpus = 3\n");
+    expect(statSync(kept).mode & 0o777).toBe(0o600);
   });
 
   test("no change: nothing written", async () => {
