@@ -1,8 +1,9 @@
-// aivm config init|show|path|edit|discover|lint
+// aivm config init|show|path|edit|discover|import-python|lint
 import { resolvePaths } from "../config/resolve.ts";
 import { updateStore } from "../config/store.ts";
 import { ConfigError, EXIT, PassThroughExit } from "../errors.ts";
 import { discover } from "../flows/discover.ts";
+import { importPython } from "../flows/import-python.ts";
 import { editConfig, initConfig, lintProblems, resolvedView } from "../flows/init.ts";
 import { log, out, outJson } from "../log.ts";
 import { checkExplicitConfig, context, globalArgs, mutateArgs, readArgs } from "./_shared.ts";
@@ -80,6 +81,18 @@ export default group("config", "the config store", {
       if (r.imported.length && !ctx.dryRun) {
         log.info("imported VMs are marked `imported = true`: aivm did not create their disks, seeds or host keys, pinned no host key (`aivm status` shows SSH as unknown) and removes nothing of them outside their vm_root directory; their networks were recorded with the firewall off");
       }
+    },
+  }),
+  "import-python": leaf({
+    name: "import-python",
+    description: "carry a Python aivm store (schema 7; default ~/.config/aivm/config.toml) into this one; the Python store is only read",
+    args: { ...mutateArgs, path: { type: "positional", required: false, description: "the Python aivm config.toml (its split fragments beside it are read too)", valueHint: "PATH" } },
+    run: async ({ args }) => {
+      const ctx = context(args, { loadConfig: false });
+      const r = await importPython(ctx.runner, ctx.configPath, args.path as string | undefined, out);
+      if (ctx.dryRun) return;
+      if (r.wrote) log.info(`imported ${r.vms.length} VM(s), ${r.networks.length} network(s)${r.defaults ? " and [defaults]" : ""} into ${ctx.configPath}`);
+      else log.info(`nothing to import into ${ctx.configPath}`);
     },
   }),
   lint: leaf({
