@@ -200,3 +200,37 @@ describe("malformed Python stores: exit 78, file:line:col in the Python store, n
     expect(r.stderr.split("\n")[0]).toBe("aivm: config: /nonexistent/config.toml: no such file");
   });
 });
+
+describe("completion of config import-python (asking each shell)", () => {
+  async function script(shell: string, env: Record<string, string>): Promise<string> {
+    const r = await aivm(["completion", shell], { env });
+    expect(r.exitCode).toBe(0);
+    return r.stdout;
+  }
+
+  test("bash: the command, its flags, and file names for PATH", async () => {
+    const env = isolatedEnv();
+    const file = join(env.HOME!, "aivm.bash");
+    writeFileSync(file, await script("bash", env));
+    writeFileSync(join(env.HOME!, "pyconfig.toml"), "");
+    const complete = (words: string[]) => {
+      const arr = words.map((w) => `'${w}'`).join(" ");
+      const p = Bun.spawnSync(["bash", "-c", `cd '${env.HOME}'; source '${file}'; COMP_WORDS=(aivm ${arr}); COMP_CWORD=${words.length}; _aivm; printf '%s\\n' "\${COMPREPLY[@]}"`], { env });
+      return new TextDecoder().decode(p.stdout).trim().split("\n").filter(Boolean).sort();
+    };
+    expect(complete(["config", "im"])).toEqual(["import-python"]);
+    expect(complete(["config", "import-python", "--d"])).toEqual(["--dry-run"]);
+    expect(complete(["config", "import-python", "pyc"])).toEqual(["pyconfig.toml"]);
+  }, 20_000);
+
+  test.skipIf(!Bun.which("fish"))("fish: `complete -C` offers the command and its flags", async () => {
+    const env = isolatedEnv();
+    const file = join(env.HOME!, "aivm.fish");
+    writeFileSync(file, await script("fish", env));
+    const p = Bun.spawnSync(["fish", "--no-config", "-c", `source '${file}'; complete -C 'aivm config im'; complete -C 'aivm config import-python --y'`], { env });
+    expect(new TextDecoder().decode(p.stderr)).toBe("");
+    const out = new TextDecoder().decode(p.stdout);
+    expect(out).toContain("import-python");
+    expect(out).toContain("--yes");
+  }, 20_000);
+});
