@@ -37,6 +37,7 @@ export function valueSource(node: CmdNode, flag?: string): string {
   if (flag === "--guest-dst") return "none";
   if (flag === "--mode") return "words:shared-root shared git";
   if (flag === "--access") return "words:rw ro";
+  if (flag === "--git-guard") return "words:on off";
   if (flag === "--part") return "words:user-data meta-data network-config";
   if (flag === "--restart") return "words:auto always never";
   if (flag === "--suite") return "words:bookworm trixie";
@@ -48,7 +49,7 @@ export function valueSource(node: CmdNode, flag?: string): string {
   return "none";
 }
 
-const VALUE_FLAGS = ["--vm", "--config", "--mode", "--access", "--part", "--restart", "--suite", "--guest-dst", "--timeout"];
+const VALUE_FLAGS = ["--vm", "--config", "--mode", "--access", "--git-guard", "--part", "--restart", "--suite", "--guest-dst", "--timeout"];
 
 function q(s: string): string {
   return `'${s.replaceAll("'", `'\\''`)}'`;
@@ -93,6 +94,7 @@ _aivm() {
     --config) _aivm_values files; return 0 ;;
     --mode) _aivm_values "words:shared-root shared git"; return 0 ;;
     --access) _aivm_values "words:rw ro"; return 0 ;;
+    --git-guard) _aivm_values "words:on off"; return 0 ;;
     --part) _aivm_values "words:user-data meta-data network-config"; return 0 ;;
     --restart) _aivm_values "words:auto always never"; return 0 ;;
     --suite) _aivm_values "words:bookworm trixie"; return 0 ;;

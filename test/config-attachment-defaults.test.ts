@@ -1,7 +1,7 @@
 // A hand-written [[vms.attachments]] with only host_path gets the README's defaults (shared-root, rw, the same path
 // in the guest) wherever it is read: share list, list, and the host binds vm up restores.
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, realpathSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { aivm, isolatedEnv } from "./helpers/cli.ts";
@@ -9,6 +9,9 @@ import { parseStore } from "../lib/config/store.ts";
 import { resolveVm } from "../lib/config/resolve.ts";
 import { restoreHostBinds } from "../lib/share/host-mounts.ts";
 import { fakeRunner, testHost } from "./helpers/fake-runner.ts";
+import { storeToml } from "./helpers/fixtures.ts";
+import { realHost } from "../lib/host.ts";
+import { exportRoot, shareToken, stageRoot } from "../lib/share/names.ts";
 import { setVerbosity } from "../lib/log.ts";
 
 setVerbosity({ quiet: true });
@@ -25,11 +28,18 @@ describe("attachment defaults on load", () => {
   });
 
   test("vm up restores its host bind (restoreHostBinds binds shared-root attachments)", async () => {
-    const vm = resolveVm(parseStore(TEXT, "c.toml"), "box");
-    const { runner, fake } = fakeRunner({ host: testHost({ exists: () => true }) });
-    fake.unmatched = "ok";
-    expect(await restoreHostBinds(runner, vm)).toEqual(["/srv/project", "/srv/docs"]);
-    expect(fake.calls.some((c) => (c.argv ?? []).join(" ").includes("mount --bind /srv/project "))).toBe(true);
+    const root = realpathSync(mkdtempSync(join(tmpdir(), "aivm-attroot-")));
+    const proj = join(root, "proj");
+    mkdirSync(proj);
+    const text = storeToml(root, `[[networks]]\nname = "aivm-net"\nsubnet = "10.77.0.0/24"\n\n[[vms]]\nname = "box"\nnetwork = "aivm-net"\n\n[[vms.attachments]]\nhost_path = "${proj}"\n`);
+    const vm = resolveVm(parseStore(text, "c.toml"), "box");
+    expect(vm.attachments).toEqual([{ host_path: proj, mode: "shared-root", access: "rw", guest_dst: proj }]);
+    mkdirSync(exportRoot(vm), { recursive: true });
+    const stage = join(stageRoot(vm), shareToken(proj));
+    const { runner, fake } = fakeRunner({ yes: true, host: testHost({ stat: (x) => realHost.stat(x === stage ? proj : x) }) });
+    fake.on(["install"], {}).on(["mount"], {}).on(["umount"], {}).on(["rmdir"], {});
+    const r = await restoreHostBinds(runner, vm, { configPath: join(root, "etc", "config.toml"), paths: vm.paths, homes: [] });
+    expect(r).toEqual({ bound: [proj], skipped: [] });
   });
 
   test("share list and list show them (real CLI)", async () => {
@@ -38,7 +48,7 @@ describe("attachment defaults on load", () => {
     const env = isolatedEnv();
     const s = await aivm(["share", "list", "--config", path], { env });
     expect(s.exitCode).toBe(0);
-    expect(s.stdout).toBe("box\tshared-root\trw\t/srv/project\t/srv/project\nbox\tshared-root\tro\t/srv/docs\t/srv/docs\n");
+    expect(s.stdout).toBe("box\tshared-root\trw\t/srv/project\t/srv/project\toff\nbox\tshared-root\tro\t/srv/docs\t/srv/docs\toff\n");
     const l = await aivm(["list", "--json", "--config", path], { env: { ...env, PATH: "/nonexistent" } });
     expect(JSON.parse(l.stdout).attachments).toEqual(WANT.map(({ host_path, ...a }) => ({ host_path, vm: "box", ...a })));
   }, 20_000);

@@ -30,7 +30,8 @@ beforeEach(() => {
   writeFileSync(join(root, "images", `${SHA}.img`), "");
   writeFileSync(join(root, "images", `${SHA}.json`), JSON.stringify({ sha256: SHA, format: "qcow2", source: "file:///base.qcow2", created: "2026-01-01T00:00:00Z" }));
   writeFileSync(join(root, "id.pub"), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJd8bA4GkOQ6+9W1fU8vU1mC2o8m9uF3oVb2Q8x6oYy user@host\n");
-  cfg = join(root, "config.toml");
+  mkdirSync(join(root, "cfg"), { recursive: true });
+  cfg = join(root, "cfg", "config.toml");
   writeFileSync(cfg, config());
   fake = new FakeBackend();
   printed = [];

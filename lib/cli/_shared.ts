@@ -5,8 +5,9 @@ import { realRunner, Runner } from "../run.ts";
 import { setVerbosity } from "../log.ts";
 import { checkName } from "../validate.ts";
 import { configPath } from "../config/model.ts";
-import { ConfigError, UsageError } from "../errors.ts";
+import { AivmError, ConfigError, EXIT, UsageError } from "../errors.ts";
 import { shellQuote } from "../shell.ts";
+import { storeExposure } from "../share/preflight.ts";
 
 export const globalArgs = {
   config: { type: "string", description: "config file (default: $AIVM_CONFIG or $XDG_CONFIG_HOME/aivm/config.toml)", valueHint: "PATH" },
@@ -56,6 +57,10 @@ export function context(args: Record<string, unknown>, opts: { loadConfig?: bool
   const yes = !!args.yes;
   const store = opts.loadConfig === false ? { path, doc: {}, hash: null, text: null } : loadStore(path);
   const runner = inject.runner ? inject.runner({ dryRun, yes }) : realRunner({ dryRun, yes });
+  if (opts.loadConfig !== false) {
+    const exposed = storeExposure(runner.host, store.doc, path);
+    if (exposed) throw new AivmError("config", `refusing to act: ${exposed}`, EXIT.FAILED, "move the store out of that folder (`aivm --config NEW/config.toml ...`), or take that attachment out of it with `aivm config edit`");
+  }
   return { configPath: path, store, runner, json: !!args.json, dryRun, yes };
 }
 

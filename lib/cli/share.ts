@@ -1,8 +1,10 @@
 // aivm share attach|detach|list|sync [DIR]
 import { resolveVm, vmNames } from "../config/resolve.ts";
 import { UsageError } from "../errors.ts";
-import { attach, detach, recordedPath, syncFolder } from "../flows/attach.ts";
+import { attach, detach, recordedPath } from "../flows/attach.ts";
+import { syncFolder } from "../flows/git-sync.ts";
 import { log, out, outJson } from "../log.ts";
+import { describeGuard, guardState } from "../share/git-guard.ts";
 import { parseAccess, parseMode } from "../share/input.ts";
 import { context, mutateArgs, readArgs, vmArg } from "./_shared.ts";
 import { group, leaf } from "./command.ts";
@@ -12,7 +14,14 @@ const opts = {
   mode: { type: "string", description: "shared-root (default) | shared | git", valueHint: "MODE" },
   access: { type: "string", description: "rw (default) | ro", valueHint: "ACCESS" },
   "guest-dst": { type: "string", description: "guest path (default: the same absolute path as on the host)", valueHint: "PATH" },
+  "git-guard": { type: "string", description: "on (default) | off: keep .git's config, hooks and commondir read-only to the guest", valueHint: "on|off" },
 } as const;
+
+function gitGuardArg(v: unknown): "on" | "off" | undefined {
+  if (v === undefined) return undefined;
+  if (v !== "on" && v !== "off") throw new UsageError("--git-guard", `${JSON.stringify(v)} is not on or off`);
+  return v;
+}
 
 export default group("share", "host folders in the VM", {
   attach: leaf({
@@ -22,7 +31,7 @@ export default group("share", "host folders in the VM", {
     async run({ args }) {
       const ctx = context(args);
       const vm = resolveVm(ctx.store.doc, args.vm);
-      const r = await attach(ctx.runner, ctx.configPath, vm, { dir: args.dir ?? ".", mode: parseMode(args.mode), access: parseAccess(args.access), guestDst: args["guest-dst"] });
+      const r = await attach(ctx.runner, ctx.configPath, vm, { dir: args.dir ?? ".", mode: parseMode(args.mode), access: parseAccess(args.access), guestDst: args["guest-dst"], gitGuard: gitGuardArg(args["git-guard"]) });
       if (ctx.dryRun) return;
       if (r.mounted) log.info(`${r.att.host_path} -> ${vm.name}:${r.att.guest_dst} (${r.att.mode}, ${r.att.access})${r.saved ? "; already attached, checked" : ""}`);
       else log.info(`${r.att.host_path}: ${r.note}`);
@@ -42,14 +51,17 @@ export default group("share", "host folders in the VM", {
   }),
   list: leaf({
     name: "list",
-    description: "attached folders (tab-separated: vm, mode, access, host path, guest path)",
+    description: "attached folders (tab-separated: vm, mode, access, host path, guest path, git guard)",
     args: { ...readArgs, ...vmArg },
     async run({ args }) {
       const ctx = context(args);
       const names = args.vm ? [args.vm as string] : (ctx.store.doc.vms ?? []).map((v) => v.name);
-      const rows = names.flatMap((n) => resolveVm(ctx.store.doc, n).attachments.map((a) => ({ vm: n, ...a })));
+      const rows = names.flatMap((n) => resolveVm(ctx.store.doc, n).attachments.map((a) => {
+        const g = guardState(ctx.runner.host, a);
+        return { vm: n, ...a, guard: g.kind === "none" ? "off" : "on", guard_detail: describeGuard(g) };
+      }));
       if (ctx.json) return outJson(rows);
-      for (const r of rows) out([r.vm, r.mode, r.access, r.host_path, r.guest_dst].join("\t"));
+      for (const r of rows) out([r.vm, r.mode, r.access, r.host_path, r.guest_dst, r.guard].join("\t"));
       if (!rows.length) log.info(`no attachments${names.length ? "" : ` (VMs: ${vmNames(ctx.store.doc).join(", ")})`}`);
     },
   }),

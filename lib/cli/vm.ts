@@ -191,7 +191,7 @@ export default group("vm", "VM lifecycle", {
       const policy = String(args.restart ?? "auto");
       if (!(RESTART_POLICIES as string[]).includes(policy)) throw new UsageError("vm update --restart", `${policy} is not one of: ${RESTART_POLICIES.join(", ")}`);
       const { ctx, vm } = target(args);
-      const res = await vmUpdate(ctx.runner, vm, policy as RestartPolicy, (lines) => lines.forEach((l) => log.info(l)));
+      const res = await vmUpdate(ctx.runner, ctx.configPath, vm, policy as RestartPolicy, (lines) => lines.forEach((l) => log.info(l)));
       if (ctx.dryRun) return;
       if (res.applied.length) log.info(`${vm.name}: updated ${res.applied.join(", ")}`);
       if (res.fsGrown) log.info(`${vm.name}: the guest's root filesystem was grown to the new disk size`);

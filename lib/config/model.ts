@@ -74,6 +74,7 @@ export const ATTACHMENT_KEYS: Section = {
   mode: { type: "string", doc: "shared-root | shared | git", check: oneOf("shared-root", "shared", "git") },
   access: { type: "string", doc: "rw | ro", check: oneOf("rw", "ro") },
   guest_dst: { type: "string", doc: "absolute guest path (default: same as host_path)", check: absPathProblem },
+  git_guard: { type: "string", doc: "on | off: keep the repository's .git/config, hooks and commondir read-only to the guest (default on)", check: oneOf("on", "off") },
 };
 
 /** The keys of a [[vms]] record: the VM keys and the network it sits on. */
@@ -138,10 +139,10 @@ export interface PathsDoc { vm_root?: string; image_cache?: string; ssh_identity
 export interface VmDoc { name?: string; user?: string; cpus?: number; memory_mib?: number; disk_gib?: number; accel?: Accel; shutdown_timeout_s?: number; wait_timeout_s?: number; imported?: boolean }
 
 /** An attachment as written in the file: only host_path is required (see attachmentDefaults in resolve.ts). */
-export interface AttachmentRecord { host_path: string; mode?: Mode; access?: Access; guest_dst?: string }
+export interface AttachmentRecord { host_path: string; mode?: Mode; access?: Access; guest_dst?: string; git_guard?: "on" | "off" }
 
 /** An attachment with the defaults applied: what everything past the store reads. */
-export interface AttachmentDoc { host_path: string; mode: Mode; access: Access; guest_dst: string }
+export interface AttachmentDoc { host_path: string; mode: Mode; access: Access; guest_dst: string; git_guard?: "on" | "off" }
 
 export interface StoreDoc {
   defaults?: { vm?: VmDoc; network?: NetworkDoc; firewall?: FirewallDoc; image?: ImageDoc; paths?: PathsDoc };

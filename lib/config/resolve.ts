@@ -102,7 +102,7 @@ export function resolveVm(doc: StoreDoc, name?: string): Vm {
 
 /** The README's defaults for an attachment written with only some keys: shared-root, rw, the same path in the guest. */
 export function attachmentDefaults(a: AttachmentRecord): AttachmentDoc {
-  return { host_path: a.host_path, mode: a.mode ?? "shared-root", access: a.access ?? "rw", guest_dst: a.guest_dst ?? a.host_path };
+  return { ...a, host_path: a.host_path, mode: a.mode ?? "shared-root", access: a.access ?? "rw", guest_dst: a.guest_dst ?? a.host_path };
 }
 
 /** Record a VM (and its network) in the store document if it is not there yet. Returns the new doc. */

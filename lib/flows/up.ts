@@ -44,7 +44,7 @@ export async function up(runner: Runner, configPath: string, doc: StoreDoc, vm: 
       if (wrote) store = "recorded";
     }
     const created = await ensureVm(runner, vm, { uuid: facts.uuid });
-    const state = await startWithBinds(runner, vm, created === "created" ? {} : { state: facts.state });
+    const state = await startWithBinds(runner, configPath, vm, created === "created" ? {} : { state: facts.state });
     let ip: string | null = null;
     let sshConfig = "skipped (dry run)";
     if (!runner.dryRun) {
