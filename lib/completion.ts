@@ -44,6 +44,7 @@ export function valueSource(node: CmdNode, flag?: string): string {
   if (flag) return "none";
   if (node.positional === "shell") return "words:bash zsh fish";
   if (node.positional === "dir") return "dirs";
+  if (node.positional === "path") return "files";
   if (node.positional === "name" && /^(net|fw) /.test(node.path)) return "list:networks";
   return "none";
 }
@@ -149,6 +150,7 @@ end`);
       if (src.startsWith("list:")) lines.push(`complete -c aivm -n ${q(cond(n.path))} -a '(aivm completion --list ${src.slice(5)} 2>/dev/null)'`);
       else if (src.startsWith("words:")) lines.push(`complete -c aivm -n ${q(cond(n.path))} -a ${q(src.slice(6))}`);
       else if (src === "dirs") lines.push(`complete -c aivm -n ${q(cond(n.path))} -a '(__fish_complete_directories)'`);
+      else if (src === "files") lines.push(`complete -c aivm -n ${q(cond(n.path))} -F`);
     }
   }
   return lines.join("\n") + "\n";

@@ -79,6 +79,8 @@ export function sha256Problem(s: unknown): string | undefined {
 
 export function urlProblem(s: unknown): string | undefined {
   if (typeof s !== "string" || !/^(https|file):\/\/\S+$/.test(s)) return `${JSON.stringify(s)} is not an https:// or file:// URL`;
+  if (s.startsWith("file://") && !/^file:\/\/\/[^/]/.test(s)) return `${JSON.stringify(s)} is not a local file URL: write file:///path/to/image (no host after file://)`;
+  if (s.startsWith("https://") && !/^https:\/\/[^/?#\s]+/.test(s)) return `${JSON.stringify(s)} has no host`;
   return undefined;
 }
 

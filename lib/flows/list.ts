@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Runner } from "../run.ts";
 import type { StoreDoc } from "../config/model.ts";
-import { networkNames, resolveNetwork, resolvePaths, resolveVm, vmNames } from "../config/resolve.ts";
+import { attachmentDefaults, networkNames, resolveNetwork, resolvePaths, resolveVm, vmNames } from "../config/resolve.ts";
 import { parseTable } from "../libvirt/parse.ts";
 import { vmStatus, VmStatus } from "../vm/ip.ts";
 import { virshBatch } from "../libvirt/facts.ts";
@@ -55,7 +55,7 @@ export async function listAll(runner: Runner, doc: StoreDoc): Promise<Listing> {
       vms: vms.filter((v) => v.network === name).map((v) => v.name),
     };
   });
-  const attachments = (doc.vms ?? []).flatMap((v) => (v.attachments ?? []).map((a) => ({ host_path: a.host_path, vm: v.name, mode: a.mode, access: a.access, guest_dst: a.guest_dst })));
+  const attachments = (doc.vms ?? []).flatMap((v) => (v.attachments ?? []).map(attachmentDefaults).map((a) => ({ host_path: a.host_path, vm: v.name, mode: a.mode, access: a.access, guest_dst: a.guest_dst })));
   return { libvirt: { reachable: !!domains && !!nets, uri, ...(error ? { error } : {}) }, vms, networks, attachments };
 }
 
