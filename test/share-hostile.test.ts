@@ -1,5 +1,5 @@
-// The guest is hostile: the unit half of the proof for docs/threat-model.md rows S3-S9 and G1-G4 (e2e/guard.test.ts
-// is the half that runs from inside a real guest).
+// The guest is hostile: the unit half of the proof for docs/threat-model.md rows S3-S9 and G1-G4 (the "guard" steps
+// in e2e/share.test.ts are the half that runs from inside a real guest).
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { lstatSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { updateStore } from "../lib/config/store.ts";
