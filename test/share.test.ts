@@ -10,7 +10,7 @@ import { inject } from "../lib/cli/_shared.ts";
 import { Runner } from "../lib/run.ts";
 import { resolveVm } from "../lib/config/resolve.ts";
 import { loadStore } from "../lib/config/store.ts";
-import { exportRoot, sharedTag, shareToken, stageRoot, vmFilesystems } from "../lib/share/names.ts";
+import { exportRoot, sharedTag, shareRoot, shareToken, stageRoot, vmFilesystems } from "../lib/share/names.ts";
 import { guestPathProblem } from "../lib/validate.ts";
 import { containingAttachment, overlapping, planAttachment, withAttachment, withoutAttachment } from "../lib/share/input.ts";
 import { EXIT, UsageError } from "../lib/errors.ts";
@@ -230,6 +230,20 @@ describe("host binds", () => {
     expect(fake.commands()).toEqual([]);
     await expect(releaseVmMounts(runner, v, () => table)).rejects.toThrow(/still mounted under/);
     expect(fake.commands()).toEqual([`umount ${exp}/a`, `umount ${exp}`]);
+  });
+  test("a umount that takes its propagated copy with it: the copy is not unmounted again (it would fail: not mounted)", async () => {
+    const v = vm();
+    const exp = exportRoot(v);
+    const share = shareRoot(v);
+    let table = new Map([[exp, entry(exp)], [`${exp}/t/.git/config`, entry(`${exp}/t/.git/config`)], [`${share}/t/.git/config`, entry(`${share}/t/.git/config`)]]);
+    const { runner, fake } = fakeRunner();
+    fake.on(["umount"], (argv) => {
+      const t = argv.at(-1)!;
+      table = new Map([...table].filter(([k]) => k !== t && !k.endsWith(t.slice(v.dir.length).replace(/^\/(export|share)/, ""))));
+      return {};
+    });
+    await releaseVmMounts(runner, v, () => table);
+    expect(fake.commands()).toEqual([`umount ${exp}/t/.git/config`, `umount ${exp}`]);
   });
 });
 

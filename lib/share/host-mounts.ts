@@ -112,7 +112,15 @@ export function virtiofsdSees(host: Host, vm: Vm, att: AttachmentDoc, proc = "/p
  * into a host folder. Refuses (exit 1) when anything stays mounted.
  */
 export async function releaseVmMounts(runner: Runner, vm: Vm, read = () => readMounts(runner.host)): Promise<void> {
-  for (const t of mountsUnder(vm.dir, read())) await runner.exec(["umount", t], { privileged: true, what: `unmount ${t}` });
+  // one umount can take its propagated copies with it (export/<tok> and share/<tok> are the same mount seen twice):
+  // the table is read again before each, and each path is tried once
+  const tried = new Set<string>();
+  for (;;) {
+    const t = mountsUnder(vm.dir, read()).find((x) => !tried.has(x));
+    if (!t) break;
+    tried.add(t);
+    await runner.exec(["umount", t], { privileged: true, what: `unmount ${t}` });
+  }
   if (runner.dryRun) return;
   const left = mountsUnder(vm.dir, read());
   if (left.length) throw new AivmError(`vm ${vm.name}`, `still mounted under ${vm.dir}: ${left.join(", ")}; not removing it`, EXIT.FAILED, "unmount them (umount -l), then retry");
