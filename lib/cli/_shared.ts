@@ -6,14 +6,15 @@ import { setVerbosity } from "../log.ts";
 import { checkName } from "../validate.ts";
 import { configPath } from "../config/model.ts";
 import { UsageError } from "../errors.ts";
+import { targetVm, type Target } from "../flows/target.ts";
 
 export const globalArgs = {
-  config: { type: "string", description: "config file (default: $AIVM_CONFIG or $XDG_CONFIG_HOME/aivm/config.toml)", valueHint: "PATH" },
+  config: { type: "string", description: "config file (default: $AIVM_CONFIG or $XDG_CONFIG_HOME/aivm/config.toml)", valueHint: "FILE" },
   verbose: { type: "boolean", alias: "v", description: "show debug logs and every command run" },
   quiet: { type: "boolean", alias: "q", description: "only warnings and errors on stderr" },
 } as const satisfies ArgsDef;
 
-export const vmArg = { vm: { type: "string", description: "VM name (default: the only VM, or the one [defaults] describes)", valueHint: "NAME" } } as const satisfies ArgsDef;
+export const vmArg = { vm: { type: "string", description: "VM name (default: the VM this folder is attached to, else the only VM, else ask)", valueHint: "VM" } } as const satisfies ArgsDef;
 export const jsonArg = { json: { type: "boolean", description: "print JSON on stdout" } } as const satisfies ArgsDef;
 export const dryRunArg = { "dry-run": { type: "boolean", description: "print every command and file instead of running or writing it" } } as const satisfies ArgsDef;
 export const yesArg = { yes: { type: "boolean", alias: "y", description: "approve every step without asking" } } as const satisfies ArgsDef;
@@ -69,4 +70,9 @@ export function checkFlags(rawArgs: string[], args: ArgsDef): void {
       throw new UsageError("unknown option", a, "see --help");
     }
   }
+}
+
+/** The VM a VM-scoped command works on (--vm, the folder's VM, the only VM, a pick list): lib/flows/target.ts. */
+export function target(ctx: Ctx, args: Record<string, unknown>, o: { dir?: string; what: string }): Promise<Target> {
+  return targetVm(ctx.runner, ctx.store.doc, { name: args.vm as string | undefined, dir: o.dir, what: o.what });
 }

@@ -14,6 +14,8 @@ export const root = defineCommand({
     image: lazy(() => import("./image.ts")),
     vm: lazy(() => import("./vm.ts")),
     share: lazy(() => import("./share.ts")),
+    attach: () => import("./share.ts").then((m) => m.attachCmd),
+    detach: () => import("./share.ts").then((m) => m.detachCmd),
     "ssh-config": lazy(() => import("./ssh-config.ts")),
     up: lazy(() => import("./up.ts")),
     code: () => import("./session.ts").then((m) => m.code),

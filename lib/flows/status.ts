@@ -4,7 +4,7 @@
 // no sudo) is unknown, never false.
 import { accelChoice, probeAccel } from "../accel.ts";
 import type { StoreDoc, Vm } from "../config/model.ts";
-import { resolveVm } from "../config/resolve.ts";
+import { resolveVm, type VmChoice } from "../config/resolve.ts";
 import { programChecks } from "../doctor.ts";
 import { domainDrift, gib, mib, networkDrift } from "../drift.ts";
 import { lastLine } from "../errors.ts";
@@ -25,6 +25,8 @@ export interface StatusOptions {
   configPath: string;
   /** --vm */
   vmName?: string;
+  /** the rule that chose the VM (lib/flows/target.ts), reported as `chosen` */
+  chosen?: VmChoice;
   /** --detail: evidence lines and a re-hash of the base image */
   detail?: boolean;
   /** base image path -> sha256 (tests make it fast) */
@@ -203,6 +205,7 @@ export async function collectStatus(runner: Runner, doc: StoreDoc, o: StatusOpti
   ];
   const report: StatusReport = {
     vm: hasVm ? vm.name : null,
+    chosen: hasVm && o.chosen ? { rule: o.chosen.rule, why: o.chosen.why } : null,
     recorded: vm.recorded,
     config: o.configPath,
     ok: layers.every((l) => l.ok === true),
