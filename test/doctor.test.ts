@@ -113,17 +113,17 @@ describe("list", () => {
     fake.on(["virsh", "-q", "-c", URI, "list", "--all"], { stdout: " 3  a  running\n" });
     fake.on(["virsh", "-q", "-c", URI, "net-list", "--all"], { stdout: " n  active  yes  yes\n" });
     const l = await listAll(runner, doc);
-    expect(l.vms.map((v) => [v.name, v.state, v.attachments])).toEqual([["a", "running", 1], ["b", "absent", 0]]);
-    expect(l.networks[0]).toMatchObject({ name: "n", active: true, vms: ["a", "b"] });
+    expect(l.vms!.map((v) => [v.name, v.state, v.attachments])).toEqual([["a", "running", 1], ["b", "absent", 0]]);
+    expect(l.networks![0]).toMatchObject({ name: "n", active: true, vms: ["a", "b"] });
     expect(l.attachments).toEqual([{ host_path: "/p", vm: "a", mode: "git", access: "rw", guest_dst: "/p" }]);
     expect(formatListing(l)).toContain("a  state=running");
 
     const down = fakeRunner();
     down.fake.on(["virsh"], { exitCode: 1, stderr: "error: failed to connect to the hypervisor" });
     const l2 = await listAll(down.runner, doc);
-    expect(l2.libvirt.reachable).toBe(false);
-    expect(l2.vms[0]!.state).toBe("unknown (libvirtd unreachable)");
-    expect(l2.networks[0]!.active).toBeNull();
+    expect(l2.libvirt!.reachable).toBe(false);
+    expect(l2.vms![0]!.state).toBe("unknown (libvirtd unreachable)");
+    expect(l2.networks![0]!.active).toBeNull();
   });
 });
 

@@ -2,7 +2,7 @@
 import { PassThroughExit } from "../errors.ts";
 import { openInCode, prepareSession, sshSession } from "../flows/session.ts";
 import { log, out } from "../log.ts";
-import { afterDashDash, context, mutateArgs, target, vmArg, type Ctx } from "./_shared.ts";
+import { context, mutateArgs, shellArg, target, userCommand, vmArg, type Ctx } from "./_shared.ts";
 import { leaf } from "./command.ts";
 
 /** The VM for a session on DIR (the one rule); undefined when no VM is recorded (the session offers to create one). */
@@ -31,12 +31,13 @@ export const code = leaf({
 
 export const ssh = leaf({
   name: "ssh",
-  description: "a login shell in the VM at DIR, or -- CMD... run there (exit code passed through)",
-  args: { ...mutateArgs, ...vmArg, ...dir },
+  description: "a login shell in the VM at DIR, or -- CMD ARG... (or --shell 'CMD') run there (exit code passed through)",
+  args: { ...mutateArgs, ...vmArg, ...dir, ...shellArg },
   async run({ args, rawArgs }) {
+    const command = userCommand("ssh", args, rawArgs);
     const ctx = context(args);
     const s = await prepareSession({ runner: ctx.runner, configPath: ctx.configPath, doc: ctx.store.doc }, { dir: args.dir ?? ".", vmName: await sessionVm(ctx, args, "ssh"), what: "ssh" });
-    const code = await sshSession(ctx.runner, s, afterDashDash(rawArgs));
+    const code = await sshSession(ctx.runner, s, command);
     if (code !== 0) throw new PassThroughExit(code);
   },
 });

@@ -11,7 +11,8 @@ import { previewDomain, previewSeed, SEED_PARTS, type SeedPart } from "../vm/cre
 import { readConsoleLog } from "../vm/files.ts";
 import { requireIp, vmStatus, waitVm } from "../vm/ip.ts";
 import { RESTART_POLICIES, type RestartPolicy } from "../vm/update-plan.ts";
-import { afterDashDash, context, globalArgs, mutateArgs, readArgs, target as pick, vmArg, type Ctx } from "./_shared.ts";
+import { context, globalArgs, mutateArgs, readArgs, shellArg, target as pick, userCommand, vmArg, type Ctx } from "./_shared.ts";
+import { userCommandText } from "../share/guest.ts";
 import { group, leaf } from "./command.ts";
 
 const m = { ...mutateArgs, ...vmArg } as const;
@@ -146,13 +147,13 @@ export default group("vm", "VM lifecycle", {
   }),
   ssh: leaf({
     name: "ssh",
-    description: "ssh into the VM [-- CMD...] (the remote exit code is passed through)",
-    args: { ...globalArgs, ...vmArg },
+    description: "ssh into the VM [-- CMD ARG...] or [--shell 'CMD'] (the remote exit code is passed through)",
+    args: { ...globalArgs, ...vmArg, ...shellArg },
     run: async ({ args, rawArgs }) => {
+      const text = userCommandText(userCommand("vm ssh", args, rawArgs));
       const { ctx, vm } = await target(args, "vm ssh");
-      const command = afterDashDash(rawArgs);
       const ip = await requireIp(ctx.runner, vm);
-      const res = await ctx.runner.exec(sshArgv(vm, ip, command.length ? { command } : { tty: true }), { inherit: true, nothrow: true });
+      const res = await ctx.runner.exec(sshArgv(vm, ip, text === null ? { tty: true } : { command: [text] }), { inherit: true, nothrow: true });
       if (res.exitCode !== 0) throw new PassThroughExit(res.exitCode);
     },
   }),

@@ -9,19 +9,25 @@ import { vmStatus, VmStatus } from "../vm/ip.ts";
 import { virshBatch } from "../libvirt/facts.ts";
 import { lastLine } from "../errors.ts";
 
+export const SECTIONS = ["vms", "networks", "attachments"] as const;
+export type Section = (typeof SECTIONS)[number];
+
+/** What `aivm list` prints; a section not asked for (`--section`) is absent, and so is `libvirt` when no section needs it. */
 export interface Listing {
-  libvirt: { reachable: boolean; uri: string; error?: string };
-  vms: { name: string; recorded: boolean; state: string; network: string; ip: string | null; attachments: number }[];
-  networks: { name: string; recorded: boolean; active: boolean | null; bridge: string; subnet: string; vms: string[] }[];
-  attachments: { host_path: string; vm: string; mode: string; access: string; guest_dst: string }[];
+  libvirt?: { reachable: boolean; uri: string; error?: string };
+  vms?: { name: string; recorded: boolean; state: string; network: string; ip: string | null; attachments: number }[];
+  networks?: { name: string; recorded: boolean; active: boolean | null; bridge: string; subnet: string; vms: string[] }[];
+  attachments?: { host_path: string; vm: string; mode: string; access: string; guest_dst: string }[];
 }
 
-export async function listAll(runner: Runner, doc: StoreDoc): Promise<Listing> {
+export async function listAll(runner: Runner, doc: StoreDoc, o: { sections?: readonly Section[] } = {}): Promise<Listing> {
+  const want = o.sections ?? SECTIONS;
   const uri = resolvePaths(doc).libvirtUri;
   let domains: Map<string, string> | null = null;
   let nets: Map<string, string> | null = null;
   let error: string | undefined;
-  try {
+  const live = want.includes("vms") || want.includes("networks");
+  if (live) try {
     // one virsh process for both questions
     const b = await virshBatch(runner, uri, [["list", "--all"], ["net-list", "--all"]]);
     if (b.stderr.trim() && !b.outputs.some((o) => o.trim())) error = lastLine(b.stderr);
@@ -56,17 +62,31 @@ export async function listAll(runner: Runner, doc: StoreDoc): Promise<Listing> {
     };
   });
   const attachments = (doc.vms ?? []).flatMap((v) => (v.attachments ?? []).map((a) => ({ host_path: a.host_path, vm: v.name, mode: a.mode, access: a.access, guest_dst: a.guest_dst })));
-  return { libvirt: { reachable: !!domains && !!nets, uri, ...(error ? { error } : {}) }, vms, networks, attachments };
+  const listing: Listing = live ? { libvirt: { reachable: !!domains && !!nets, uri, ...(error ? { error } : {}) } } : {};
+  for (const s of want) {
+    if (s === "vms") listing.vms = vms;
+    else if (s === "networks") listing.networks = networks;
+    else listing.attachments = attachments;
+  }
+  return listing;
 }
 
+/** The sections present in the listing, in the order they were asked for. */
 export function formatListing(l: Listing): string {
-  const rows: string[] = ["VMS"];
-  for (const v of l.vms) rows.push(`  ${v.name}  state=${v.state}  network=${v.network}  ip=${v.ip ?? "-"}  attachments=${v.attachments}${v.recorded ? "" : "  (from [defaults], not created)"}`);
-  rows.push("NETWORKS");
-  for (const n of l.networks) rows.push(`  ${n.name}  active=${n.active === null ? "unknown" : n.active ? "yes" : "no"}  bridge=${n.bridge}  subnet=${n.subnet}  vms=${n.vms.join(",") || "-"}`);
-  rows.push("ATTACHMENTS");
-  for (const a of l.attachments) rows.push(`  ${a.host_path}  vm=${a.vm}  mode=${a.mode}  access=${a.access}  guest=${a.guest_dst}`);
-  if (!l.attachments.length) rows.push("  (none)");
+  const rows: string[] = [];
+  for (const key of Object.keys(l)) {
+    if (key === "vms") {
+      rows.push("VMS");
+      for (const v of l.vms!) rows.push(`  ${v.name}  state=${v.state}  network=${v.network}  ip=${v.ip ?? "-"}  attachments=${v.attachments}${v.recorded ? "" : "  (from [defaults], not created)"}`);
+    } else if (key === "networks") {
+      rows.push("NETWORKS");
+      for (const n of l.networks!) rows.push(`  ${n.name}  active=${n.active === null ? "unknown" : n.active ? "yes" : "no"}  bridge=${n.bridge}  subnet=${n.subnet}  vms=${n.vms.join(",") || "-"}`);
+    } else if (key === "attachments") {
+      rows.push("ATTACHMENTS");
+      for (const a of l.attachments!) rows.push(`  ${a.host_path}  vm=${a.vm}  mode=${a.mode}  access=${a.access}  guest=${a.guest_dst}`);
+      if (!l.attachments!.length) rows.push("  (none)");
+    }
+  }
   return rows.join("\n");
 }
 
