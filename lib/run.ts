@@ -3,6 +3,7 @@
 // runs them through a Backend: zx for what changes things, a direct spawn (no zx, no shell) for short reads, a
 // recorder in tests. Every running child and every registered cleanup is undone when aivm is interrupted.
 import { rmSync } from "node:fs";
+import { dirname } from "node:path";
 import { AivmError, EXIT, lastLine, UsageError } from "./errors.ts";
 import { writeFileAtomicSync } from "./fsutil.ts";
 import { realHost, type Host } from "./host.ts";
@@ -121,6 +122,8 @@ export class Runner {
   /** Write a file atomically. Under --dry-run it is printed and not written. */
   async writeFile(path: string, content: string, mode?: number): Promise<void> {
     if (this.dryRun) {
+      // the real write makes missing parent directories (fsutil.ts): so does the printed text, to run as pasted
+      if (!this.host.exists(dirname(path))) this.print(shellJoin(["mkdir", "-p", dirname(path)]));
       this.print(describeAction({ kind: "write", path, content, mode }));
       return;
     }

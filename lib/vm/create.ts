@@ -162,7 +162,11 @@ export async function ensureVm(runner: Runner, vm: Vm, known: { uuid?: string | 
     if (!host.exists(f.knownHosts)) created.push(f.knownHosts);
     await runner.writeFile(f.knownHosts, ensureNl(knownHostsLine(vm, hostKey.publicKey)), 0o644);
 
-    if (!host.exists(f.seedDir)) created.push(f.seedDir);
+    if (!host.exists(f.seedDir)) {
+      created.push(f.seedDir);
+      // it holds the guest's private host key until the seed is built: root only
+      await runner.exec(["install", "-d", "-m", "0700", f.seedDir], { what: `create ${f.seedDir}` });
+    }
     if (!host.exists(f.seed)) created.push(f.seed);
     const docs = seedDocuments(vm, { authorizedKey: authorizedKey ?? "ssh-ed25519 PLACEHOLDER-your-key", hostKey, ...guestIds(vm, host) });
     for (const [name, text] of Object.entries(docs)) await runner.writeFile(join(f.seedDir, name), text, 0o600);
