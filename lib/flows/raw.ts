@@ -19,24 +19,15 @@ import { guestIds, guestMountCommand } from "../share/guest.ts";
 import { exportRoot } from "../share/names.ts";
 import { defaultSshConfigFile, renderSshBlock, sshArgv } from "../ssh-config.ts";
 import { describeAction, type Action } from "../steps.ts";
-import { shellJoin, shellQuote } from "../shell.ts";
+import { heredocWith, shellJoin, shellQuote } from "../shell.ts";
 import { seedArgv } from "../cloud-init.ts";
-import { hostKeyArgv, overlayArgv, PLACEHOLDER_HOST_KEY, planDomain, seedDocuments } from "../vm/create.ts";
+import { hostKeyArgv, overlayArgv, PLACEHOLDER_HOST_KEY, planDomain, seedDocuments, seedScript } from "../vm/create.ts";
 import { vmFiles } from "../vm/files.ts";
 import { virshArgv } from "../libvirt/virsh.ts";
 import type { VmChoice } from "../config/resolve.ts";
 
 /** An address from the documentation range, replaced by $ip in the printed text. */
 const IP_MARK = "192.0.2.1";
-
-/** A here-document whose text is literal except for the marks, which become shell expansions. */
-function substHeredoc(content: string, marks: Record<string, string>): string {
-  let text = content.replace(/[\\$`]/g, (c) => "\\" + c);
-  for (const [mark, expr] of Object.entries(marks)) text = text.split(mark.replace(/[\\$`]/g, (c) => "\\" + c)).join(expr);
-  let tag = "AIVM_EOF";
-  while (text.split("\n").includes(tag)) tag += "_";
-  return `<<${tag}\n${text.endsWith("\n") ? text : text + "\n"}${tag}`;
-}
 
 export interface RawSection { title: string; lines: string[] }
 
@@ -71,16 +62,9 @@ export function rawPlan(runner: Runner, vm: Vm): RawSection[] {
   });
 
   const image = cached ?? { sha256: vm.image.sha256, path: files.img, format: "qcow2" as const };
-  const pub = `${f.hostKey}.pub`;
+  const mark = "ssh-ed25519 AIVMAUTHORIZEDKEYMARK";
   const authorized = host.readFile(vm.paths.sshPubkey);
-  const docs = seedDocuments(vm, { authorizedKey: authorized ?? "ssh-ed25519 AIVMAUTHORIZEDKEY", hostKey: PLACEHOLDER_HOST_KEY, ...guestIds(vm, host) });
-  const privJson = JSON.stringify(PLACEHOLDER_HOST_KEY.privateKey);
-  const marks: Record<string, string> = {
-    [privJson]: `"$(awk '{printf "%s\\\\n", $0}' ${shellQuote(f.hostKey)})"`,
-    [PLACEHOLDER_HOST_KEY.publicKey]: `$(cat ${shellQuote(pub)})`,
-    "ssh-ed25519 AIVMAUTHORIZEDKEY": `$(cat ${shellQuote(vm.paths.sshPubkey)})`,
-  };
-  const instance = docs["meta-data"].replace(/^instance-id: .*$/m, `instance-id: ${vm.name}-AIVMKEYHASH`);
+  const docs = seedDocuments(vm, { authorizedKey: authorized ?? mark, hostKey: PLACEHOLDER_HOST_KEY, ...guestIds(vm, host) });
   const type = accelChoice(vm.accel, probeAccel(host)).type;
   const xml = renderDomainXml(planDomain(vm, { type, image, exists: (p) => host.exists(p) }));
   sections.push({
@@ -90,12 +74,8 @@ export function rawPlan(runner: Runner, vm: Vm): RawSection[] {
       shellJoin(["install", "-d", "-m", "0755", exportRoot(vm)]),
       shellJoin(overlayArgv(image, f.disk, vm.diskGib)),
       shellJoin(hostKeyArgv(vm.name, f.hostKey)),
-      `printf '%s %s\\n' ${shellQuote(vm.name)} "$(cut -d' ' -f1,2 ${shellQuote(pub)})" > ${shellQuote(f.knownHosts)}`,
       shellJoin(["install", "-d", "-m", "0700", f.seedDir]),
-      `cat > ${shellQuote(join(f.seedDir, "user-data"))} ${substHeredoc(docs["user-data"], marks)}`,
-      `cat > ${shellQuote(join(f.seedDir, "meta-data"))} ${substHeredoc(instance, { AIVMKEYHASH: `$(printf %s "$(cat ${shellQuote(pub)})" | sha256sum | cut -c1-12)` })}`,
-      `cat > ${shellQuote(join(f.seedDir, "network-config"))} ${substHeredoc(docs["network-config"], {})}`,
-      shellJoin(["chmod", "0600", ...["user-data", "meta-data", "network-config"].map((p) => join(f.seedDir, p))]),
+      ...seedScript(vm, docs, { authorizedKeyMark: authorized === null ? mark : undefined }),
       shellJoin(seedArgv(f.seedDir, f.seed)),
       shellJoin(["chmod", "0600", f.disk, f.seed]),
       run({ kind: "run", argv: virshArgv(uri, "define", "/dev/stdin"), input: xml }),
@@ -121,7 +101,7 @@ export function rawPlan(runner: Runner, vm: Vm): RawSection[] {
   const cfg = defaultSshConfigFile();
   sections.push({
     title: `8. the ~/.ssh/config block (aivm ssh-config upsert)`,
-    lines: [shellJoin(["mkdir", "-p", "-m", "700", dirname(cfg)]), `cat >> ${shellQuote(cfg)} ${substHeredoc(renderSshBlock(vm, IP_MARK), { [`HostName ${IP_MARK}`]: "HostName $ip" })}`],
+    lines: [shellJoin(["mkdir", "-p", "-m", "700", dirname(cfg)]), `cat >> ${shellQuote(cfg)} ${heredocWith(renderSshBlock(vm, IP_MARK), { [`HostName ${IP_MARK}`]: "HostName $ip" })}`],
   });
   if (vm.attachments.length) {
     sections.push({
