@@ -77,12 +77,12 @@ _aivm_values() {
 _aivm() {
   [[ -n \${ZSH_VERSION-} ]] && emulate -L ksh
   local cur prev prog cmdpath="" w i subs src
-  cur="\${COMP_WORDS[@]:COMP_CWORD:1}"
-  prev="\${COMP_WORDS[@]:COMP_CWORD-1:1}"
+  cur="\${COMP_WORDS[@]:$COMP_CWORD:1}"
+  prev="\${COMP_WORDS[@]:$((COMP_CWORD - 1)):1}"
   prog="\${COMP_WORDS[@]:0:1}"
   COMPREPLY=()
   for ((i = 1; i < COMP_CWORD; i++)); do
-    w="\${COMP_WORDS[@]:i:1}"
+    w="\${COMP_WORDS[@]:$i:1}"
     [[ $w == -- ]] && return 0
     if [[ $w == -* ]]; then
       [[ $w != *=* && -n $(_aivm_flagvalue "$cmdpath" "$w") ]] && ((i++))

@@ -1,6 +1,7 @@
 import type { Vm } from "../config/model.ts";
 import { AivmError, EXIT } from "../errors.ts";
-import { defaultSshConfigFile, ipFile, knownIp, removeSshConfig, renderSshBlock, upsertSshConfig } from "../ssh-config.ts";
+import { defaultSshConfigFile, removeSshConfig, renderSshBlock, upsertSshConfig } from "../ssh-config.ts";
+import { ipFileProblem, readIpFile } from "../vm/files.ts";
 import { context, globalArgs, mutateArgs, target as pick, vmArg } from "./_shared.ts";
 import { group, leaf } from "./command.ts";
 import { out } from "../log.ts";
@@ -12,9 +13,9 @@ async function target(args: Record<string, any>, what: string) {
 }
 
 function ipOf(vm: Vm): string {
-  const ip = knownIp(vm);
-  if (!ip) throw new AivmError(`ssh-config ${vm.name}`, `no IP known yet (${ipFile(vm)} is missing): run aivm vm wait`, EXIT.FAILED);
-  return ip;
+  const f = readIpFile(vm);
+  if ("ip" in f) return f.ip;
+  throw new AivmError(`ssh-config ${vm.name}`, `no IP known${"missing" in f ? " yet" : ""} (${ipFileProblem(f)}): run aivm vm wait`, EXIT.FAILED);
 }
 
 export default group("ssh-config", "the managed block in ~/.ssh/config", {
@@ -24,9 +25,10 @@ export default group("ssh-config", "the managed block in ~/.ssh/config", {
     args: { ...globalArgs, ...vmArg },
     run: async ({ args }) => {
       const { vm } = await target(args, "ssh-config print");
-      const ip = knownIp(vm);
+      const f = readIpFile(vm);
+      const ip = "ip" in f ? f.ip : null;
       // like every print command, this renders from [defaults] alone; upsert refuses to write a block without an address
-      if (!ip) log.warn(`${vm.name}: no IP known yet (${ipFile(vm)} is missing): the block has no HostName; run \`aivm vm wait\``);
+      if (!ip) log.warn(`${vm.name}: no IP known${"missing" in f ? " yet" : ""} (${ipFileProblem(f)}): the block has no HostName; run \`aivm vm wait\``);
       out(renderSshBlock(vm, ip));
     },
   }),

@@ -1,6 +1,4 @@
 // `aivm list`: VMs, networks and attachments from the store, with live state from libvirt when it answers.
-import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import type { Runner } from "../run.ts";
 import type { StoreDoc } from "../config/model.ts";
 import { networkNames, resolveNetwork, resolvePaths, resolveVm, vmNames } from "../config/resolve.ts";
@@ -8,6 +6,7 @@ import { parseTable } from "../libvirt/parse.ts";
 import { vmStatus, VmStatus } from "../vm/ip.ts";
 import { virshBatch } from "../libvirt/facts.ts";
 import { lastLine } from "../errors.ts";
+import { cachedIp } from "../vm/files.ts";
 
 export const SECTIONS = ["vms", "networks", "attachments"] as const;
 export type Section = (typeof SECTIONS)[number];
@@ -40,13 +39,12 @@ export async function listAll(runner: Runner, doc: StoreDoc, o: { sections?: rea
   }
   const vms = vmNames(doc).map((name) => {
     const vm = resolveVm(doc, name);
-    const ipFile = join(vm.dir, "ip");
     return {
       name,
       recorded: vm.recorded,
       state: domains ? (domains.get(name) ?? "absent") : "unknown (libvirtd unreachable)",
       network: vm.network.name,
-      ip: existsSync(ipFile) ? readFileSync(ipFile, "utf8").trim() || null : null,
+      ip: cachedIp(vm), // a malformed ip file is no address (it was shown as one)
       attachments: vm.attachments.length,
     };
   });
