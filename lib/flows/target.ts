@@ -32,7 +32,7 @@ export async function chooseTarget(runner: Runner, doc: StoreDoc, o: { name?: st
     throw new UsageError(`${o.what}: which VM?`, `${c.why}: ${c.candidates.join(", ")}`, "pass --vm NAME");
   }
   for (;;) {
-    const a = await runner.ask(`${o.what}: which VM?`, `Which VM? (${c.why})\n${list}\nNumber or name (empty: cancel): `, "pass --vm NAME");
+    const a = await runner.ask(`${o.what}: which VM?`, `Which VM? (${c.why})\n${list}\nNumber or name (empty: cancel): `, "pass --vm NAME", { eof: "" });
     if (a === "") throw new UsageError(`${o.what}: which VM?`, "no VM picked", "pass --vm NAME");
     const byNumber = /^\d+$/.test(a) ? c.candidates[Number(a) - 1] : undefined;
     const name = byNumber ?? c.candidates.find((n) => n === a);
