@@ -20,6 +20,8 @@ import {
     attachmentVerdicts, guestProbeScript, nextCommands, type Layer, type LayerName, type StatusReport,
 } from "../status-report.ts";
 import { cachedIp, vmFiles } from "../vm/files.ts";
+import { exportRoot } from "../share/names.ts";
+import { join } from "node:path";
 
 export interface StatusOptions {
   configPath: string;
@@ -116,6 +118,34 @@ function vmLayer(vm: Vm, f: VmFacts, hasVm: boolean): Layer {
 
 interface GuestLayers { ssh: Layer; cloudInit: Layer; attachments: Layer }
 
+/** A virtiofsd serving this VM (its export root, or a `shared` folder), with its open files read from /proc. */
+export interface VirtiofsdFiles { pid: number; source: string; open: number | null; limit: number | null }
+
+/**
+ * The open file descriptors of each virtiofsd serving the VM, from /proc through runner.host (null: not readable,
+ * e.g. without root). A guest indexer (updatedb) walking the shares raises them until virtiofsd runs out.
+ */
+export function virtiofsdFiles(host: Runner["host"], vm: Vm, proc = "/proc"): VirtiofsdFiles[] {
+  const sources = [exportRoot(vm), ...vm.attachments.filter((a) => a.mode === "shared").map((a) => a.host_path)];
+  const out: VirtiofsdFiles[] = [];
+  for (const d of host.readDir(proc) ?? []) {
+    if (!/^\d+$/.test(d)) continue;
+    const cmd = host.readFile(join(proc, d, "cmdline"))?.split("\0") ?? [];
+    if (!cmd[0]?.endsWith("virtiofsd")) continue;
+    const source = sources.find((src) => cmd.some((a) => a === `--shared-dir=${src}` || new RegExp(`(^|[,=])source=${src.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(,|$)`).test(a)) || cmd.includes(src));
+    if (!source) continue;
+    const fds = host.readDir(join(proc, d, "fd"));
+    const limit = /^Max open files\s+(\d+)/m.exec(host.readFile(join(proc, d, "limits")) ?? "")?.[1];
+    out.push({ pid: Number(d), source, open: fds ? fds.length : null, limit: limit ? Number(limit) : null });
+  }
+  return out;
+}
+
+function fdEvidence(f: VirtiofsdFiles[]): string[] {
+  if (!f.length) return ["virtiofsd: none running for this VM (or not visible in /proc)"];
+  return f.map((x) => `virtiofsd pid ${x.pid} (${x.source}): ${x.open === null ? "open files unknown (cannot read its /proc/PID/fd: run as root)" : `${x.open} open files`}${x.limit !== null ? `, limit ${x.limit}` : ""}`);
+}
+
 /** ssh, cloud-init and attachments: one ssh session with the pinned host key (BatchMode, short timeout). */
 async function guestLayers(runner: Runner, vm: Vm, ip: string | null, why: string): Promise<GuestLayers> {
   const configured = `${vm.attachments.length} configured`;
@@ -199,6 +229,15 @@ export async function collectStatus(runner: Runner, doc: StoreDoc, o: StatusOpti
     ? unknown("ip", notRunning, "none")
     : facts.ip ? { name: "ip", ok: true, detail: facts.ip } : { name: "ip", ok: false, detail: `no DHCP lease on ${vm.network.name} yet${cachedIp(vm) ? ` (last seen: ${cachedIp(vm)})` : ""}`, next: "aivm vm wait" };
   const guest = await guestLayers(runner, vm, running ? facts.ip : null, running ? "no IP address" : notRunning);
+  if (o.detail && running) {
+    const files = virtiofsdFiles(runner.host, vm);
+    guest.attachments.evidence = [...(guest.attachments.evidence ?? []), ...fdEvidence(files)];
+    // near the limit: the shares are about to fail in the guest ("Too many open files")
+    const full = files.find((x) => x.open !== null && x.limit !== null && x.open >= 0.9 * x.limit);
+    if (full && guest.attachments.ok !== null) {
+      guest.attachments = { ...guest.attachments, ok: false, detail: `virtiofsd pid ${full.pid} holds ${full.open} of its ${full.limit} file descriptors`, next: "find what in the guest holds files open in the shared folders (an indexer like updatedb?), or `aivm vm restart`" };
+    }
+  }
   const layers: Layer[] = [
     hostLayer(runner), accelLayer(runner, vm), libvirtdLayer(vm, facts), networkLayer(vm, facts), firewallLayer(vm, fwOrError),
     await imageLayer(vm, o), vmL, ipL, guest.ssh, guest.cloudInit, guest.attachments, driftLayer(doc, vm, facts, fw, notRunning),
