@@ -192,6 +192,29 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
     rmSync(join(proj, "build"), { recursive: true });
   });
 
+  step("the guest keeps the shares out of updatedb; status --detail counts virtiofsd's open files", async () => {
+    // cloud-init installed the fixer and the dpkg hook; run against a Debian-style updatedb.conf (minbase has no locate)
+    const r = await guest(`test -x /usr/local/sbin/aivm-prune-locate && apt-config dump | grep -c aivm-prune-locate && printf 'PRUNE_BIND_MOUNTS="yes"\\nPRUNEFS="NFS proc"\\nPRUNEPATHS="/tmp /media"\\n' | sudo -n tee /etc/updatedb.conf >/dev/null && sudo -n /usr/local/sbin/aivm-prune-locate && cat /etc/updatedb.conf; sudo -n rm -f /etc/updatedb.conf`);
+    expect(r.stdout).toBe('1\nPRUNE_BIND_MOUNTS="yes"\nPRUNEFS="NFS proc virtiofs"\nPRUNEPATHS="/tmp /media /mnt/aivm-root"\n');
+    const count = async () => {
+      const st = JSON.parse((await aivmOk(["status", "--detail", "--json"])).stdout);
+      const ev: string[] = st.layers.find((l: { name: string }) => l.name === "attachments").evidence;
+      // the export root's virtiofsd (a forked virtiofsd shows up twice: the busier one serves)
+      const counts = ev.filter((e) => /virtiofsd pid \d+ \(.*\/export\): \d+ open files/.test(e)).map((e) => Number(/: (\d+) open files/.exec(e)![1]));
+      expect(counts.length).toBeGreaterThan(0);
+      return Math.max(...counts);
+    };
+    const before = await count();
+    // the guest holds 40 files of the shared folder open: virtiofsd holds at least as many more
+    await aivmOk(["ssh", proj, "--shell", "mkdir -p held && for i in $(seq 1 40); do echo $i > held/f$i; done"]);
+    await aivmOk(["ssh", proj, "--shell", "for i in $(seq 1 40); do nohup sleep 300 < held/f$i >/dev/null 2>&1 & done; sleep 1"]);
+    const during = await count();
+    figures["virtiofsd open files (idle, 40 held by the guest)"] = `${before}, ${during}`;
+    expect(during).toBeGreaterThanOrEqual(before + 30);
+    await guest("pkill -u $(id -u) -x sleep; true");
+    rmSync(join(proj, "held"), { recursive: true, force: true });
+  });
+
   step("bench: warm aivm ssh . -- true vs bare ssh <vm> true", async () => {
     const n = 7;
     const bare: number[] = [];
@@ -219,7 +242,7 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
   });
 
   step("an ro attachment on the running VM: readable, writes refused in the guest and through the root export", async () => {
-    await aivmOk(["share", "attach", roDir, "--access", "ro", "--yes"]);
+    await aivmOk(["attach", roDir, "--access", "ro", "--yes"]); // the top-level command: share attach
     expect((await aivmOk(["ssh", roDir, "--", "cat", "ref.txt"])).stdout).toBe("read me\n");
     const w = await aivm(["ssh", roDir, "--", "touch", "x"]);
     expect(w.code).not.toBe(0);
@@ -256,7 +279,7 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
   }, 30 * 60_000);
 
   step("detach removes the guest mount, its fstab line, the host bind and the record", async () => {
-    await aivmOk(["share", "detach", roDir, "--yes"]);
+    await aivmOk(["detach", roDir, "--yes"]); // the top-level command: share detach
     expect((await guest(`mountpoint -q ${q(roDir)}`)).code).not.toBe(0);
     expect((await guest("cat /etc/fstab")).stdout).not.toContain("reference-");
     expect(hostMounts()).not.toContain("/export/reference-");
