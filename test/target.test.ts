@@ -148,5 +148,18 @@ describe("help tree", () => {
     const r = await aivm(["help", "tree"]);
     expect(r.exitCode).toBe(0);
     expect(r.stdout.trimEnd()).toBe(text);
-  });
+    const j = JSON.parse((await aivm(["help", "tree", "--json"])).stdout) as { command: string; description: string }[];
+    expect(j.map((x) => x.command)).toEqual(nodes.map((n) => (n.path ? `aivm ${n.path}` : "aivm")));
+    expect(j.find((x) => x.command === "aivm attach")!.description).toBe(nodes.find((n) => n.path === "attach")!.description);
+  }, 30_000);
+
+  test("help raw --json: the same sections as data", async () => {
+    const env = isolatedEnv();
+    const r = await aivm(["help", "raw", "--json"], { env });
+    expect(r.exitCode).toBe(0);
+    const j = JSON.parse(r.stdout) as { vm: string; chosen: { rule: string }; sections: { title: string; lines: string[] }[] };
+    expect(j.chosen.rule).toBe("defaults");
+    expect(j.sections.map((s) => s.title.split(" ")[0])).toEqual(["3.", "4.", "5.", "6.", "6.", "7.", "8."]);
+    expect(j.sections[0]!.lines[0]).toContain("net-define /dev/stdin");
+  }, 30_000);
 });

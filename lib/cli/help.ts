@@ -4,9 +4,9 @@ import type { VmChoice } from "../config/resolve.ts";
 import { commandTree, formatTree } from "../command-tree.ts";
 import { AivmError } from "../errors.ts";
 import { formatRaw, rawPlan } from "../flows/raw.ts";
-import { out } from "../log.ts";
+import { out, outJson } from "../log.ts";
 import { shellQuote } from "../shell.ts";
-import { context, globalArgs, target, vmArg } from "./_shared.ts";
+import { context, globalArgs, readArgs, target, vmArg } from "./_shared.ts";
 import { group, leaf } from "./command.ts";
 
 export function planLines(configPath: string, vm?: { name: string; network: string; chosen: VmChoice }): string[] {
@@ -41,21 +41,25 @@ export default group("help", "guides", {
   tree: leaf({
     name: "tree",
     description: "every command with its one-line purpose, as a tree",
-    args: globalArgs,
+    args: readArgs,
     async run({ args, data }) {
-      context(args, { loadConfig: false });
+      const ctx = context(args, { loadConfig: false });
       if (!data.root) throw new AivmError("help tree", "the command tree was not handed over");
-      out(formatTree(await commandTree(data.root)));
+      const nodes = await commandTree(data.root);
+      if (ctx.json) outJson(nodes.map((n) => ({ command: n.path ? `aivm ${n.path}` : "aivm", description: n.description, ...(n.positional ? { argument: n.positional.name } : {}), flags: n.flags.map((f) => f.flag) })));
+      else out(formatTree(nodes));
     },
   }),
   raw: leaf({
     name: "raw",
     description: "the plain virsh / nft / qemu-img / ssh commands the plan amounts to, for doing it by hand",
-    args: { ...globalArgs, ...vmArg },
+    args: { ...readArgs, ...vmArg },
     async run({ args }) {
       const ctx = context(args);
       const { vm, chosen } = await target(ctx, args, { what: "help raw" });
-      out(formatRaw(vm, chosen, rawPlan(ctx.runner, vm)));
+      const sections = rawPlan(ctx.runner, vm);
+      if (ctx.json) outJson({ vm: vm.name, chosen, network: vm.network.name, sections });
+      else out(formatRaw(vm, chosen, sections));
     },
   }),
 });
