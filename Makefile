@@ -16,7 +16,7 @@ install: node_modules/.installed
 # Unit and oracle tests. Prints bun's report, then one plain line: N passed, N failed, N skipped.
 test: install
 	@mkdir -p .cache; set -o pipefail; \
-	$(BUN) test --isolate 2>&1 | tee .cache/test.log; rc=$$?; \
+	$(BUN) test --isolate --timeout 30000 2>&1 | tee .cache/test.log; rc=$$?; \
 	bash .ci/summary .cache/test.log > .cache/test.counts; cat .cache/test.counts; exit $$rc
 
 build: dist/aivm

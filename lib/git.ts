@@ -1,4 +1,6 @@
-// Git mode: a clone inside the guest, a remote on the host, explicit push and pull.
+// Git mode: a clone inside the guest, a remote on the host, explicit push and pull. What comes back from the guest
+// lands only under refs/aivm/<vm>/* (the host's git reads no config, hooks or attributes of the guest's repository:
+// the guest only runs git-upload-pack for the fetch); the host's branch moves after a preview and consent.
 import { realpathSync } from "node:fs";
 import type { AttachmentDoc, Vm } from "./config/model.ts";
 import type { Runner } from "./run.ts";
@@ -46,8 +48,33 @@ export async function gitAttach(runner: Runner, vm: Vm, ip: string, att: Attachm
   else if (cur.stdout.trim() !== url) await runner.exec(gitArgv(att.host_path, "remote", "set-url", name, url), { what: "share: git remote" });
 }
 
-export function gitSyncArgv(vm: Vm, att: AttachmentDoc, dir: "push" | "pull", branch: string): string[][] {
-  const r = gitRemoteName(vm);
-  if (dir === "push") return [gitArgv(att.host_path, "push", r, `HEAD:refs/heads/${branch}`)];
-  return [gitArgv(att.host_path, "fetch", r), gitArgv(att.host_path, "merge", "--ff-only", `${r}/${branch}`)];
+/** Where the guest's branches land on the host: never a local branch, never refs/remotes. */
+export function guestRef(vm: Vm, branch: string): string {
+  return `refs/aivm/${vm.name}/${branch}`;
+}
+
+export function gitPushArgv(vm: Vm, att: AttachmentDoc, branch: string): string[] {
+  return gitArgv(att.host_path, "push", gitRemoteName(vm), `HEAD:refs/heads/${branch}`);
+}
+
+/** Fetch the guest's branches into refs/aivm/<vm>/* only (no tags, no FETCH_HEAD). */
+export function gitFetchArgv(vm: Vm, att: AttachmentDoc): string[] {
+  return gitArgv(att.host_path, "fetch", "--no-tags", "--no-write-fetch-head", gitRemoteName(vm), `+refs/heads/*:refs/aivm/${vm.name}/*`);
+}
+
+export function gitMergeArgv(vm: Vm, att: AttachmentDoc, branch: string): string[] {
+  return gitArgv(att.host_path, "merge", "--ff-only", guestRef(vm, branch));
+}
+
+export interface PullPreview { ref: string; commits: string[]; stat: string; fastForward: boolean }
+
+/** What a pull would merge: the guest's commits not on HEAD, the files they change, whether HEAD can fast-forward. */
+export async function pullPreview(runner: Runner, vm: Vm, att: AttachmentDoc, branch: string): Promise<PullPreview> {
+  const ref = guestRef(vm, branch);
+  const has = await runner.read(gitArgv(att.host_path, "rev-parse", "--verify", "--quiet", `${ref}^{commit}`), { nothrow: true });
+  if (has.exitCode !== 0) return { ref, commits: [], stat: "", fastForward: true };
+  const log = await runner.read(gitArgv(att.host_path, "log", "--no-color", "--format=%h %s", `HEAD..${ref}`));
+  const stat = await runner.read(gitArgv(att.host_path, "diff", "--no-color", "--no-ext-diff", "--stat", `HEAD...${ref}`));
+  const ff = await runner.read(gitArgv(att.host_path, "merge-base", "--is-ancestor", "HEAD", ref), { nothrow: true });
+  return { ref, commits: log.stdout.split("\n").filter(Boolean), stat: stat.stdout.trimEnd(), fastForward: ff.exitCode === 0 };
 }

@@ -8,7 +8,7 @@ import type { Paths } from "./config/model.ts";
 import type { Runner } from "./run.ts";
 import { AivmError, EXIT, UsageError } from "./errors.ts";
 import { cachedImage, CachedImage, sha256File } from "./image.ts";
-import { mountsUnder, readMounts } from "./share/host-mounts.ts";
+import { mountsUnder, readMounts } from "./share/mountinfo.ts";
 import { log } from "./log.ts";
 import { sha256hex } from "./digest.ts";
 

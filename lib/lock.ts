@@ -4,10 +4,11 @@
 // it holds the flock, that the path still names the file it locked (a file unlinked in between is let go and the
 // take retried); waiters poll without holding the file open. The file holds the holder's pid, for messages.
 // Fallback where flock cannot be loaded: an O_EXCL pid file created with link(2), so it is never seen empty.
-import { closeSync, fstatSync, ftruncateSync, linkSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, ftruncateSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import { dlopen, FFIType } from "bun:ffi";
 import { AivmError, EXIT } from "./errors.ts";
+import { openOwnFile } from "./fsutil.ts";
 
 const held = new Set<string>();
 
@@ -56,7 +57,7 @@ function holderPid(path: string): number | undefined {
 function stillNamed(path: string, fd: number): boolean {
   try {
     const a = fstatSync(fd);
-    const b = statSync(path);
+    const b = lstatSync(path);
     return a.ino === b.ino && a.dev === b.dev;
   } catch {
     return false;
@@ -65,7 +66,7 @@ function stillNamed(path: string, fd: number): boolean {
 
 /** flock: returns the open fd when locked, "retry" when the file was removed under us, or null when someone else holds it. */
 function tryFlock(path: string, flock: FlockFn): number | "retry" | null {
-  const fd = openSync(path, "a+", 0o600);
+  const fd = openOwnFile(path, 0o600); // never O_TRUNC through a planted symlink
   if (flock(fd, LOCK_EX | LOCK_NB) === 0) {
     if (!stillNamed(path, fd)) {
       closeSync(fd);
@@ -82,7 +83,7 @@ function tryFlock(path: string, flock: FlockFn): number | "retry" | null {
 /** pid file: "ok" when created; a file whose pid is dead is removed ("stale": retry at once). */
 function tryPidFile(path: string): "ok" | "stale" | "held" {
   const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-  writeFileSync(tmp, String(process.pid), { mode: 0o600 });
+  writeFileSync(tmp, String(process.pid), { mode: 0o600, flag: "wx" });
   try {
     linkSync(tmp, path);
     return "ok";

@@ -40,3 +40,13 @@ export function nftString(s: string): string {
 export function toYaml(value: unknown): string {
   return Bun.YAML.stringify(value, null, 2) + "\n";
 }
+
+/**
+ * Text that came from a guest (commit subjects, lease host names, cloud-init errors, console output) as it may reach
+ * the user's terminal: control characters (escape sequences that could rewrite the screen or the terminal's title
+ * and clipboard) shown as \xNN; newlines and tabs kept.
+ */
+export function printable(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}

@@ -8,6 +8,7 @@ import { AivmError, EXIT } from "./errors.ts";
 import type { Runner } from "./run.ts";
 import { log } from "./log.ts";
 import { cachedIp, vmFiles } from "./vm/files.ts";
+import { aliasAdvice, checkAlias } from "./ssh-alias.ts";
 
 export function knownHostsFile(vm: Vm): string {
   return join(vm.dir, "known_hosts");
@@ -244,9 +245,13 @@ export async function upsertSshConfig(runner: Runner, vm: Vm, ip: string, file: 
   const path = target(file);
   const before = readText(path);
   const after = upsertBlock(before ?? "", vm.name, renderSshBlock(vm, ip));
-  if (after === before) return "unchanged";
-  await writeConfig(runner, path, before, after, `Write the aivm:${vm.name} Host block (${vm.name} -> ${ip}) into ${path}?`);
-  return "written";
+  const result = after === before ? "unchanged" : "written";
+  if (result === "written") await writeConfig(runner, path, before, after, `Write the aivm:${vm.name} Host block (${vm.name} -> ${ip}) into ${path}?`);
+  if (!runner.dryRun) {
+    const problems = await checkAlias(runner, vm, ip, knownHostsFile(vm), path);
+    if (problems.length) log.warn(aliasAdvice(vm, path, problems));
+  }
+  return result;
 }
 
 /** Remove the VM's block from ~/.ssh/config. Nothing is written when there is none. */

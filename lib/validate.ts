@@ -79,6 +79,8 @@ export function sha256Problem(s: unknown): string | undefined {
 
 export function urlProblem(s: unknown): string | undefined {
   if (typeof s !== "string" || !/^(https|file):\/\/\S+$/.test(s)) return `${JSON.stringify(s)} is not an https:// or file:// URL`;
+  if (s.startsWith("file://") && !/^file:\/\/\/[^/]/.test(s)) return `${JSON.stringify(s)} is not a local file URL: write file:///path/to/image (no host after file://)`;
+  if (s.startsWith("https://") && !/^https:\/\/[^/?#\s]+/.test(s)) return `${JSON.stringify(s)} has no host`;
   return undefined;
 }
 
@@ -107,5 +109,29 @@ export const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
 
 export function userProblem(s: unknown): string | undefined {
   if (typeof s !== "string" || !USER_RE.test(s) || s === "root") return `${JSON.stringify(s)} is not a valid guest user name (not root; a-z 0-9 _ -)`;
+  return undefined;
+}
+
+/** Where aivm's shared-root mounts live in the guest. */
+export const GUEST_ROOT = "/mnt/aivm-root";
+
+/** Guest directories a share may not cover, sit inside, or hide by covering a parent. */
+export const SYSTEM_GUEST_PATHS = ["/etc", "/boot", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sys", "/dev", "/run", "/var/lib", GUEST_ROOT];
+
+/**
+ * The one check for a guest mount path, from the command line and from a config file alike: absolute, no control
+ * characters, no `..`/`.` segments or doubled slashes, not `/`, not a system directory, inside one, or a parent of one.
+ */
+export function guestPathProblem(s: unknown): string | undefined {
+  const abs = absPathProblem(s);
+  if (abs) return abs;
+  const p = s as string;
+  const n = p.length > 1 ? p.replace(/\/+$/, "") : p;
+  if (n === "/") return `${JSON.stringify(p)} is the guest's root directory`;
+  if (n.split("/").slice(1).some((seg) => seg === "" || seg === "." || seg === "..")) return `${JSON.stringify(p)} is not a normalized path (no //, . or .. segments)`;
+  for (const f of SYSTEM_GUEST_PATHS) {
+    if (n === f || n.startsWith(f + "/")) return `${JSON.stringify(p)} is under ${f}, a system directory of the guest`;
+    if (f.startsWith(n + "/")) return `${JSON.stringify(p)} would hide ${f}, a system directory of the guest`;
+  }
   return undefined;
 }

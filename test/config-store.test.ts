@@ -60,7 +60,8 @@ describe("kill -9 during a save", () => {
     const rounds = 25;
     for (let i = 0; i < rounds; i++) {
       const p = spawnWriter(["loop-save", path]);
-      await Bun.sleep(80 + Math.random() * 220);
+      expect(await firstLine(p.stdout as ReadableStream<Uint8Array>)).toBe("saving");
+      await Bun.sleep(Math.random() * 400); // a cold save that replaces all 250 records (patched, then parsed back) takes 150-400 ms here
       p.kill(9);
       expect(await p.exited).not.toBe(0);
       const text = readFileSync(path, "utf8");

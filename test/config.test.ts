@@ -118,6 +118,7 @@ describe("invalid config files: exit 78, file:line:col, file untouched (real CLI
     expect(lintProblems(path).map((p) => `${p.line}:${p.col}: ${p.message}`)).toEqual([
       "10:1: duplicate network name a",
       "7:1: networks[1]: bridge br0 is also used by network a",
+      "5:1: networks[1]: network b: subnet 10.77.0.0/24 (not set: the built-in default) overlaps network a (10.77.0.0/24)",
     ]);
   });
 
@@ -128,6 +129,17 @@ describe("invalid config files: exit 78, file:line:col, file untouched (real CLI
     expect(lintProblems(path).map((p) => `${p.line}:${p.col}: ${p.message}`)).toEqual([
       '9:1: vms[1].image.sha256: "nope" is not a sha256 hex digest (64 lowercase hex characters)',
       "13:1: vms[1].attachments[0].mode: must be one of shared-root, shared, git",
+    ]);
+  });
+
+  test("guest_dst in a file gets the command line's check: /proc/../etc, /etc and /var are refused", () => {
+    const path = join(tmp(), "g.toml");
+    const att = (g: string) => `[[vms.attachments]]\nhost_path = "/x${g.length}"\nguest_dst = "${g}"\n`;
+    writeFileSync(path, '[[vms]]\nname = "a"\nnetwork = "n"\n\n' + ["/proc/../etc", "/etc/ssh", "/var", "/work/ok"].map(att).join("\n"));
+    expect(lintProblems(path).map((p) => `${p.line}:${p.col}: ${p.message}`)).toEqual([
+      '7:1: vms[0].attachments[0].guest_dst: "/proc/../etc" is not a normalized path (no //, . or .. segments)',
+      '11:1: vms[0].attachments[1].guest_dst: "/etc/ssh" is under /etc, a system directory of the guest',
+      '15:1: vms[0].attachments[2].guest_dst: "/var" would hide /var/lib, a system directory of the guest',
     ]);
   });
 });
@@ -145,7 +157,9 @@ describe("names are rejected at the edge with exit 2 (real CLI)", () => {
 
   test("context() checks --vm before it loads anything; 63 characters are fine", () => {
     expect(() => context({ vm: "a b", config: "/nonexistent/dir/x.toml" })).toThrow(/invalid VM name/);
-    expect(() => context({ vm: "a".repeat(63), config: join(tmp(), "x.toml") })).not.toThrow();
+    const x = join(tmp(), "x.toml");
+    writeFileSync(x, "");
+    expect(() => context({ vm: "a".repeat(63), config: x })).not.toThrow();
   });
 
   test("network and VM names in the file are validated (exit 78)", () => {
@@ -202,7 +216,7 @@ describe("config path and show (real CLI)", () => {
   test("config show without a file exits 78 with a hint", async () => {
     const r = await aivm(["config", "show", "--config", join(tmp(), "none.toml")]);
     expect(r.exitCode).toBe(78);
-    expect(r.stderr).toContain("hint: create it with `aivm config init`");
+    expect(r.stderr).toContain("hint: create it with `aivm config init --config ");
   });
 
   test("config show --json -v: the resolved view on stdout, logs only on stderr", async () => {
@@ -396,13 +410,15 @@ describe("config edit", () => {
     expect(readFileSync(f.path, "utf8")).toBe(next);
   });
 
-  test("an invalid edit without a terminal is discarded: exit 78, file untouched", async () => {
+  test("an invalid edit without a terminal: exit 78, file untouched, the edit kept in a file it names", async () => {
     const f = copyFixture("valid.toml");
     editorWriting('[defaults.vm]\ncpus = "x"\n');
     let err: unknown;
     try { await edit(f.path); } catch (e) { err = e; }
     expect((err as AivmError).exitCode).toBe(78);
     expectUntouched(f);
+    const kept = /kept in (\S+)$/.exec((err as AivmError).why)![1]!;
+    expect(readFileSync(kept, "utf8")).toBe('[defaults.vm]\ncpus = "x"\n');
   });
 
   test("an invalid edit on a terminal: re-edit is offered; 'n' discards", async () => {
@@ -430,6 +446,11 @@ describe("config edit", () => {
     try { await edit(f.path); } catch (e) { err = e; }
     expect((err as AivmError).exitCode).toBe(1);
     expect(readFileSync(f.path, "utf8")).toBe("# other writer\n");
+    // the user's edited text is not thrown away: it is kept next to the store, 0600, in a file the error names
+    const kept = /your edit is kept in (\S+)$/.exec((err as AivmError).why)![1]!;
+    expect(kept.startsWith(f.path + ".edit-")).toBe(true);
+    expect(readFileSync(kept, "utf8")).toBe("[defaults.vm]\ncpus = 3\n");
+    expect(statSync(kept).mode & 0o777).toBe(0o600);
   });
 
   test("no change: nothing written", async () => {

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { fakeRunner } from "./helpers/fake-runner.ts";
 import type { Paths } from "../lib/config/model.ts";
 import { buildDebootstrap, diskPlan, hostAptSources, INCLUDE, parseDeb822, parseSourcesList, pickMirror, recipeFor, recipeKey, recipePath, rootfsPlan } from "../lib/image-build.ts";
-import { mountsUnder, parseMountinfo } from "../lib/share/host-mounts.ts";
+import { mountsUnder, parseMountinfo } from "../lib/share/mountinfo.ts";
 
 const M = "http://mirror.invalid/debian";
 

@@ -221,8 +221,8 @@ describe("invalid values never reach the XML", () => {
     expect(() => parseStore(`[defaults.network]\nsubnet = "10.77.0.1/24"\n`, "c.toml")).toThrow(/subnet/);
     expect(() => parseStore(`[[networks]]\nname = "a<b"\n`, "c.toml")).toThrow(/name/);
   });
-  test("gateway outside the subnet is refused at resolve time", () => {
-    expect(() => resolveNetwork({ defaults: { network: { gateway: "10.78.0.1" } } })).toThrow(/gateway/);
+  test("gateway outside the subnet is refused when the store is read, with its position (resolution never checks)", () => {
+    expect(() => parseStore(`[defaults.network]\ngateway = "10.78.0.1"\n`, "c.toml")).toThrow("c.toml:2:1: defaults.network.gateway: network aivm-net: gateway 10.78.0.1 is not a host address in 10.77.0.0/24");
   });
 });
 

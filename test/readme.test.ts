@@ -7,7 +7,7 @@ import { EXIT } from "../lib/errors.ts";
 
 const readme = readFileSync(join(ROOT, "README.md"), "utf8");
 
-test("the README's config reference is the one generated from the schema (run `bun lib/config-reference.ts`)", () => {
+test("the README's config reference is the one generated from the schema (run `bun lib/config/reference.ts`)", () => {
   expect(readme).toBe(spliceReadme(readme));
 });
 

@@ -18,7 +18,8 @@ const SHA = "b".repeat(64);
 
 beforeEach(() => {
   root = realpathSync(mkdtempSync(join(tmpdir(), "aivm-session-")));
-  cfg = join(root, "config.toml");
+  mkdirSync(join(root, "cfg"), { recursive: true });
+  cfg = join(root, "cfg", "config.toml");
   writeFileSync(cfg, [
     `[defaults.vm]`, `name = "box"`, ``,
     `[defaults.image]`, `url = "file:///base.qcow2"`, `sha256 = "${SHA}"`, ``,

@@ -1,6 +1,6 @@
 // lib/share.ts planners by table, and share commands through the dispatcher with a fake runner.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runMain } from "./helpers/main.ts";
@@ -11,10 +11,13 @@ import { Runner } from "../lib/run.ts";
 import { resolveVm } from "../lib/config/resolve.ts";
 import { loadStore } from "../lib/config/store.ts";
 import { exportRoot, sharedTag, shareToken, stageRoot, vmFilesystems } from "../lib/share/names.ts";
-import { containingAttachment, guestDstProblem, overlapping, planAttachment, withAttachment, withoutAttachment } from "../lib/share/input.ts";
+import { guestPathProblem } from "../lib/validate.ts";
+import { containingAttachment, overlapping, planAttachment, withAttachment, withoutAttachment } from "../lib/share/input.ts";
 import { EXIT, UsageError } from "../lib/errors.ts";
-import { approveSensitive, sensitiveHit } from "../lib/share/preflight.ts";
-import { hostBindPlan, parseMountinfo, exportMountPlan, hostUnbindPlan, MountEntry, mountsUnder, releaseVmMounts } from "../lib/share/host-mounts.ts";
+import { approveFolder, resolveThrough, sensitiveHit } from "../lib/share/preflight.ts";
+import { realHost } from "../lib/host.ts";
+import { releaseVmMounts } from "../lib/share/host-mounts.ts";
+import { mountsUnder, parseMountinfo, type MountEntry } from "../lib/share/mountinfo.ts";
 import { fstabEscape, fstabLine, GUEST_MOUNT_SCRIPT, GUEST_UNMOUNT_SCRIPT, guestIds, guestMountArgs, remoteCommand, sessionCommand } from "../lib/share/guest.ts";
 import { GUEST_GIT_SCRIPT } from "../lib/git.ts";
 import { attachFolder, detachFolder, restartWithDevices } from "../lib/flows/attach.ts";
@@ -33,7 +36,8 @@ const recorded = recordedToml;
 
 beforeEach(() => {
   root = realpathSync(mkdtempSync(join(tmpdir(), "aivm-share-")));
-  cfg = join(root, "config.toml");
+  mkdirSync(join(root, "cfg"), { recursive: true });
+  cfg = join(root, "cfg", "config.toml");
   writeFileSync(cfg, config());
   fake = new FakeBackend();
   printed = [];
@@ -86,17 +90,37 @@ describe("guest paths and attachment planning", () => {
   test.each([
     ["/work/x", undefined],
     ["/home/agent/my projé", undefined],
-    ["relative", "is not an absolute path"],
-    ["/", "is the guest's root directory"],
-    ["/proc", "is under /proc"],
-    ["/proc/1", "is under /proc"],
-    ["/sys/x", "is under /sys"],
-    ["/dev/shm", "is under /dev"],
-    ["/mnt/aivm-root/t", "is under /mnt/aivm-root"],
+    ["/work/x/", undefined],
+    ["/var/tmp/w", undefined],
     ["/devices", undefined],
-    ["/a\nb", "contains control characters"],
-  ])("guestDstProblem(%p) = %p", (p, want) => {
-    expect(guestDstProblem(p)).toBe(want as string | undefined);
+    ["/library", undefined],
+    ["/mnt/data", undefined],
+    ["relative", '"relative" is not an absolute path'],
+    ["/", `"/" is the guest's root directory`],
+    ["/proc", '"/proc" is under /proc, a system directory of the guest'],
+    ["/proc/1", '"/proc/1" is under /proc, a system directory of the guest'],
+    ["/proc/../etc", '"/proc/../etc" is not a normalized path (no //, . or .. segments)'],
+    ["/work/./x", '"/work/./x" is not a normalized path (no //, . or .. segments)'],
+    ["/work//x", '"/work//x" is not a normalized path (no //, . or .. segments)'],
+    ["/etc", '"/etc" is under /etc, a system directory of the guest'],
+    ["/etc/ssh", '"/etc/ssh" is under /etc, a system directory of the guest'],
+    ["/boot/efi", '"/boot/efi" is under /boot, a system directory of the guest'],
+    ["/usr/local/bin", '"/usr/local/bin" is under /usr, a system directory of the guest'],
+    ["/bin", '"/bin" is under /bin, a system directory of the guest'],
+    ["/sbin", '"/sbin" is under /sbin, a system directory of the guest'],
+    ["/lib64", '"/lib64" is under /lib64, a system directory of the guest'],
+    ["/lib/x86_64-linux-gnu", '"/lib/x86_64-linux-gnu" is under /lib, a system directory of the guest'],
+    ["/sys/x", '"/sys/x" is under /sys, a system directory of the guest'],
+    ["/dev/shm", '"/dev/shm" is under /dev, a system directory of the guest'],
+    ["/run/user/1000", '"/run/user/1000" is under /run, a system directory of the guest'],
+    ["/var/lib/docker", '"/var/lib/docker" is under /var/lib, a system directory of the guest'],
+    ["/var", '"/var" would hide /var/lib, a system directory of the guest'],
+    ["/mnt", '"/mnt" would hide /mnt/aivm-root, a system directory of the guest'],
+    ["/mnt/aivm-root/t", '"/mnt/aivm-root/t" is under /mnt/aivm-root, a system directory of the guest'],
+    ["/a\nb", '"/a\\nb" contains control characters'],
+    [42, "42 is not an absolute path"],
+  ])("guestPathProblem(%p) = %p", (p, want) => {
+    expect(guestPathProblem(p)).toBe(want as string | undefined);
   });
   test("defaults: shared-root, rw, same path", () => {
     expect(planAttachment(vm(), "/p", {})).toEqual({ att: att("/p"), saved: false });
@@ -159,23 +183,25 @@ describe("safety preflight", () => {
     ["a project in home", (h: string) => join(h, "proj"), null],
     ["a subfolder of a project", (h: string) => join(h, "proj", "sub"), null],
   ])("%s", (_n, path, want) => {
-    const hit = sensitiveHit(path(home), { homes: [home] });
+    const hit = sensitiveHit(path(home), { homes: [home], realpath: (x) => resolveThrough(realHost, x) });
     if (want === null) expect(hit).toBeNull();
     else expect(hit).toMatch(want);
   });
   test("compared after symlink resolution: a link to ~/.ssh, and a home reached through a link", () => {
     symlinkSync(join(home, ".ssh"), join(root, "innocent"));
-    expect(sensitiveHit(join(root, "innocent"), { homes: [home] })).toMatch(/secrets directory/);
+    const realpath = (x: string) => resolveThrough(realHost, x);
+    expect(sensitiveHit(join(root, "innocent"), { homes: [home], realpath })).toMatch(/secrets directory/);
     symlinkSync(home, join(root, "homelink"));
-    expect(sensitiveHit(join(home, ".gnupg"), { homes: [join(root, "homelink")] })).toMatch(/secrets directory/);
+    expect(sensitiveHit(join(home, ".gnupg"), { homes: [join(root, "homelink")], realpath })).toMatch(/secrets directory/);
   });
   test("override: --yes (logged), typing yes; a bare y or no terminal refuses with exit 2", async () => {
     const p = join(home, ".ssh");
-    await approveSensitive(fakeRunner({ yes: true }).runner, "t", p, { homes: [home] });
-    await approveSensitive(fakeRunner({ yes: false, interactive: true, ask: async () => "yes\n" }).runner, "t", p, { homes: [home] });
-    await expect(approveSensitive(fakeRunner({ yes: false, interactive: true, ask: async () => "y" }).runner, "t", p, { homes: [home] })).rejects.toThrow(/refusing/);
-    await expect(approveSensitive(fakeRunner({ yes: false, interactive: false }).runner, "t", p, { homes: [home] })).rejects.toMatchObject({ exitCode: EXIT.USAGE });
-    await approveSensitive(fakeRunner({ yes: false, interactive: false }).runner, "t", join(home, "proj"), { homes: [home] });
+    const ctx = { homes: [home], configPath: join(root, "cfg", "config.toml"), paths: vm().paths };
+    await approveFolder(fakeRunner({ yes: true }).runner, "t", p, ctx);
+    await approveFolder(fakeRunner({ yes: false, interactive: true, ask: async () => "yes\n" }).runner, "t", p, ctx);
+    await expect(approveFolder(fakeRunner({ yes: false, interactive: true, ask: async () => "y" }).runner, "t", p, ctx)).rejects.toThrow(/refusing/);
+    await expect(approveFolder(fakeRunner({ yes: false, interactive: false }).runner, "t", p, ctx)).rejects.toMatchObject({ exitCode: EXIT.USAGE });
+    await approveFolder(fakeRunner({ yes: false, interactive: false }).runner, "t", join(home, "proj"), ctx);
   });
 });
 
@@ -192,41 +218,6 @@ describe("host binds", () => {
     ].join("\n"));
     expect(m.get("/v/export/t")).toEqual({ target: "/v/export/t", root: "/srv/other", options: "ro,relatime", optional: "master:4", fstype: "ext4", source: "/dev/vda" });
     expect(parseMountinfo("60 27 0:1 /a\\040b /x\\040y rw - tmpfs t rw").get("/x y")?.root).toBe("/a b");
-  });
-  test("the export root becomes a shared bind of itself, once", () => {
-    const v = vm();
-    const exp = exportRoot(v);
-    expect(exportMountPlan(v, new Map()).map((a) => a.kind === "run" && a.argv)).toEqual([["mount", "--bind", exp, exp], ["mount", "--make-shared", exp]]);
-    expect(exportMountPlan(v, new Map([[exp, entry(exp)]])).map((a) => a.kind === "run" && a.argv)).toEqual([["mount", "--make-shared", exp]]);
-    expect(exportMountPlan(v, new Map([[exp, entry(exp, { optional: "shared:7" })]]))).toEqual([]);
-    expect(exportMountPlan(v, new Map()).every((a) => a.kind === "run" && a.privileged)).toBe(true);
-  });
-  test("rw: mkdir + bind; ro: staged bind remounted ro before it enters the export", () => {
-    const v = vm();
-    const p = "/srv/my projé";
-    const t = join(exportRoot(v), shareToken(p));
-    const s = join(stageRoot(v), shareToken(p));
-    const argv = (a: ReturnType<typeof hostBindPlan>) => a!.map((x) => x.kind === "run" && x.argv);
-    expect(argv(hostBindPlan(v, att(p), new Map(), () => false))).toEqual([["mkdir", "-p", t], ["mount", "--bind", p, t]]);
-    expect(argv(hostBindPlan(v, att(p, { access: "ro" }), new Map(), () => false))).toEqual([
-      ["mkdir", "-p", t], ["mkdir", "-p", s], ["mount", "--bind", p, s], ["mount", "-o", "remount,bind,ro", s], ["mount", "--bind", s, t], ["umount", s], ["rmdir", s],
-    ]);
-  });
-  test("already bound with the right access: nothing; wrong folder or access: unmounted and redone", () => {
-    const v = vm();
-    const t = join(exportRoot(v), shareToken("/p"));
-    const mounted = new Map([[t, entry(t)]]);
-    expect(hostBindPlan(v, att("/p"), mounted, () => true)).toBeNull();
-    expect(hostBindPlan(v, att("/p"), mounted, () => false)![0]).toEqual({ kind: "run", argv: ["umount", t], privileged: true });
-    expect(hostBindPlan(v, att("/p", { access: "ro" }), mounted, () => true)![0]).toEqual({ kind: "run", argv: ["umount", t], privileged: true });
-    expect(hostBindPlan(v, att("/p", { access: "ro" }), new Map([[t, entry(t, { options: "ro,relatime" })]]), () => true)).toBeNull();
-  });
-  test("unbind: umount when mounted", () => {
-    const v = vm();
-    const t = join(exportRoot(v), shareToken("/p"));
-    expect(hostUnbindPlan(v, att("/p"), new Map([[t, entry(t)]]), () => false)).toEqual([{ kind: "run", argv: ["umount", t], privileged: true }]);
-    expect(hostUnbindPlan(v, att("/p"), new Map(), () => false)).toEqual([]);
-    expect(hostUnbindPlan(v, att("/p"), new Map(), (p) => p === t)).toEqual([{ kind: "run", argv: ["rmdir", t], privileged: true }]);
   });
   test("before vm.dir is removed every mount under it is unmounted, deepest first; a survivor refuses the delete", async () => {
     const v = vm();
@@ -389,7 +380,7 @@ describe("aivm share", () => {
     expect(readFileSync(cfg, "utf8")).toBe(before);
     expect(fake.commands().every((c) => c.startsWith("git "))).toBe(true);
   });
-  test("attach --dry-run on a VM not created yet prints the record and the host bind, changes nothing", async () => {
+  test("attach --dry-run on a VM not created yet prints the record and binds nothing (nothing is bound before the VM exists)", async () => {
     const before = readFileSync(cfg, "utf8");
     mkdirSync(join(root, "my projé"));
     fake.on([...V, "domstate", "box"], { exitCode: 1, stderr: "error: failed to get domain 'box'" });
@@ -397,8 +388,9 @@ describe("aivm share", () => {
     expect(r.code).toBe(0);
     const text = r.stdout + printed.join("\n");
     expect(text).toContain(`host_path = "${join(root, "my projé")}"`);
-    expect(text).toContain(`mount --bind '${join(root, "my projé")}' ${join(vm().dir, "export", shareToken(join(root, "my projé")))}`);
+    expect(text).not.toContain("mount");
     expect(readFileSync(cfg, "utf8")).toBe(before);
+    expect(existsSync(vm().dir)).toBe(false);
   });
   test("detach of a folder that is not attached: nothing to do, exit 0", async () => {
     mkdirSync(join(root, "p"));
@@ -409,9 +401,12 @@ describe("aivm share", () => {
   test("list: tab-separated rows and --json", async () => {
     writeFileSync(cfg, config(recorded([att("/h/p"), att("/h/r", { mode: "git" })])));
     const r = await run("share", "list");
-    expect(r.stdout).toBe("box\tshared-root\trw\t/h/p\t/h/p\nbox\tgit\trw\t/h/r\t/h/r\n");
+    expect(r.stdout).toBe("box\tshared-root\trw\t/h/p\t/h/p\toff\nbox\tgit\trw\t/h/r\t/h/r\toff\n");
     const j = await run("share", "list", "--json");
-    expect(JSON.parse(j.stdout)).toEqual([{ vm: "box", ...att("/h/p") }, { vm: "box", ...att("/h/r", { mode: "git" }) }]);
+    expect(JSON.parse(j.stdout)).toEqual([
+      { vm: "box", ...att("/h/p"), guard: "off", guard_detail: expect.stringContaining("not a git repository") },
+      { vm: "box", ...att("/h/r", { mode: "git" }), guard: "off", guard_detail: expect.stringContaining("git mode") },
+    ]);
   });
   test("attach of a sensitive folder without --yes and without a terminal: exit 2, nothing recorded", async () => {
     const home = join(root, "home");
@@ -445,21 +440,29 @@ describe("attach flows", () => {
     await expect(attachFolder(runner, cfg, vm(), att(join(root, "p"), { mode: "shared" }))).rejects.toMatchObject({ exitCode: EXIT.USAGE });
     expect(readFileSync(cfg, "utf8")).toBe(before);
   });
-  test("shared-root on a shut-off VM: recorded, export made a shared mount, folder bound; mounted at the next start", async () => {
-    const { runner, fake } = fakeRunner();
+  test("shared-root on a shut-off VM: recorded, export root read-only and shared, folder bound through the checked stage; mounted at the next start", async () => {
+    const p = join(root, "p");
+    mkdirSync(p);
+    const v = vm();
+    const tok = shareToken(p);
+    const stage = join(stageRoot(v), tok);
+    // the fake runs no mount: the host answers as if the stage held the folder
+    const host = testHost({ stat: (x) => realHost.stat(x === stage ? p : x) });
+    const { runner, fake } = fakeRunner({ host });
     fake.on([...V, "domstate", "box"], { stdout: "shut off\n" });
     fake.on([...V, "dumpxml", "--inactive", "box"], { stdout: xml(["aivm-root"]) });
-    for (const c of ["install", "mount", "mkdir"]) fake.on([c], {});
-    mkdirSync(join(root, "p"));
-    const v = vm();
-    const r = await attachFolder(runner, cfg, v, att(join(root, "p")));
+    for (const c of ["install", "mount", "umount", "rmdir"]) fake.on([c], {});
+    const r = await attachFolder(runner, cfg, v, att(p));
     expect(r.mounted).toBe(false);
     expect(r.note).toContain("when box starts");
-    expect(vm().attachments).toEqual([att(join(root, "p"))]);
+    expect(vm().attachments).toEqual([att(p)]);
     const exp = exportRoot(v);
+    const share = join(v.dir, "share");
     expect(fake.commands().filter((c) => !c.startsWith("virsh"))).toEqual([
-      `install -d -m 0755 ${exp}`, `mount --bind ${exp} ${exp}`, `mount --make-shared ${exp}`,
-      `mkdir -p ${exp}/${shareToken(join(root, "p"))}`, `mount --bind ${join(root, "p")} ${exp}/${shareToken(join(root, "p"))}`,
+      `install -d -m 0755 ${exp}`, `install -d -m 0755 ${share}`,
+      `mount --bind ${share} ${exp}`, `mount -o remount,bind,ro ${exp}`, `mount --make-shared ${exp}`,
+      `install -d -m 0755 ${share}/${tok}`, `install -d -m 0755 ${stage}`, `mount --bind ${p} ${stage}`, `mount --make-rprivate ${stage}`,
+      `mount --rbind ${stage} ${exp}/${tok}`, `umount -R ${stage}`, `rmdir ${stage}`,
     ]);
   });
   test("a shut-off VM lacking a device is redefined (same UUID) before it is next started", async () => {
@@ -482,6 +485,6 @@ describe("attach flows", () => {
     fake.on([...V, "domuuid", "box"], { stdout: "0f9d6d7c-3a0b-4c1e-9a53-2d1c7e8b9a10\n" });
     fake.on([...V, "define"], {});
     fake.on([...V, "start", "box"], { exitCode: 1, stderr: "error: XML error: No more available PCI slots\n" });
-    await expect(restartWithDevices(runner, vm())).rejects.toMatchObject({ hint: expect.stringContaining("shared-root") });
+    await expect(restartWithDevices(runner, cfg, vm())).rejects.toMatchObject({ hint: expect.stringContaining("shared-root") });
   });
 });

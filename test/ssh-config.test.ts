@@ -3,6 +3,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, st
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { aivm, isolatedEnv } from "./helpers/cli.ts";
+import { aliasProblems, parseSshG } from "../lib/ssh-alias.ts";
 import { fakeRunner } from "./helpers/fake-runner.ts";
 import { readIpFile } from "../lib/vm/files.ts";
 import { resolveVm } from "../lib/config/resolve.ts";
@@ -175,6 +176,7 @@ describe("upsertSshConfig / removeSshConfig", () => {
     const home = fresh();
     const file = join(home, ".ssh", "config");
     const { runner, fake } = fakeRunner({ yes: true });
+    fake.real(["ssh", "-G"]);
     fake.on(["mkdir"], { exitCode: 0 });
     expect(await upsertSshConfig(runner, v, "10.0.0.5", file)).toBe("written");
     expect(fake.calls[0]).toMatchObject({ kind: "exec", argv: ["mkdir", "-p", "-m", "700", join(home, ".ssh")] });
@@ -187,8 +189,35 @@ describe("upsertSshConfig / removeSshConfig", () => {
     const file = join(home, ".ssh", "config");
     writeFileSync(file, "Host a\n" + renderSshBlock(v, "10.0.0.5"));
     const { runner, fake } = fakeRunner({ yes: false, interactive: false });
+    fake.real(["ssh", "-G"]);
     expect(await upsertSshConfig(runner, v, "10.0.0.5", file)).toBe("unchanged");
-    expect(fake.calls).toEqual([]);
+    expect(fake.commands()).toEqual([`ssh -G -F ${file} box`]); // only the read that checks nothing overrides the block
+  });
+
+  test("a Host stanza above aivm's block wins in ssh: upsert warns, naming what it overrides (ssh -G, for real)", async () => {
+    const home = fresh();
+    mkdirSync(join(home, ".ssh"), { recursive: true });
+    const file = join(home, ".ssh", "config");
+    writeFileSync(file, "Host box\n  HostName 10.9.9.9\n  StrictHostKeyChecking no\n\n");
+    const { runner, fake } = fakeRunner({ yes: true });
+    fake.real(["ssh", "-G"]);
+    let err = "";
+    const o = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((t: string) => ((err += t), true)) as typeof process.stderr.write;
+    try {
+      await upsertSshConfig(runner, v, "10.0.0.5", file);
+    } finally {
+      process.stderr.write = o;
+    }
+    expect(err).toContain("`ssh box` does not use aivm's block");
+    expect(err).toContain("HostName is 10.9.9.9, not 10.0.0.5");
+    expect(err).toContain("StrictHostKeyChecking is false");
+  });
+
+  test("aliasProblems: every option aivm's block sets is compared", () => {
+    const g = parseSshG("hostname 10.0.0.5\nuser agent\nstricthostkeychecking true\nhostkeyalias box\nuserknownhostsfile /v/known_hosts /v/other\n");
+    expect(aliasProblems(v, "10.0.0.5", "/v/known_hosts", g)).toEqual([]);
+    expect(aliasProblems(v, "10.0.0.6", "/v/kh", g)).toEqual(["HostName is 10.0.0.5, not 10.0.0.6", "UserKnownHostsFile is /v/known_hosts /v/other, not /v/kh"]);
   });
 
   test("a change asks first: no terminal and no --yes refuses (exit 2), nothing written", async () => {
@@ -197,6 +226,7 @@ describe("upsertSshConfig / removeSshConfig", () => {
     const file = join(home, ".ssh", "config");
     writeFileSync(file, "Host a\n");
     const { runner, fake } = fakeRunner({ yes: false, interactive: false });
+    fake.real(["ssh", "-G"]);
     await expect(upsertSshConfig(runner, v, "10.0.0.5", file)).rejects.toMatchObject({ exitCode: 2 });
     expect(fake.calls).toEqual([]);
   });
@@ -208,6 +238,7 @@ describe("upsertSshConfig / removeSshConfig", () => {
     writeFileSync(file, "Host a\n");
     const questions: string[] = [];
     const { runner, fake } = fakeRunner({ yes: false, interactive: true, ask: async (q) => (questions.push(q), "n") });
+    fake.real(["ssh", "-G"]);
     await expect(upsertSshConfig(runner, v, "10.0.0.5", file)).rejects.toMatchObject({ exitCode: 1 });
     expect(questions[0]).toContain(file);
     expect(fake.calls).toEqual([]);
@@ -219,6 +250,7 @@ describe("upsertSshConfig / removeSshConfig", () => {
     const file = join(home, ".ssh", "config");
     writeFileSync(file, "Host a\r\n  User q");
     const { runner, fake } = fakeRunner({ yes: false, interactive: true, ask: async () => "y" });
+    fake.real(["ssh", "-G"]);
     expect(await upsertSshConfig(runner, v, "10.0.0.9", file)).toBe("written");
     expect(fake.calls[0]).toMatchObject({ kind: "write", path: file, content: "Host a\r\n  User q\r\n" + renderSshBlock(v, "10.0.0.9").replace(beginMarker("box"), beginMarker("box") + ADDED_EOL_NOTE).replace(/\n/g, "\r\n") });
   });
@@ -230,6 +262,7 @@ describe("upsertSshConfig / removeSshConfig", () => {
     writeFileSync(real, "Host a\n");
     symlinkSync(real, join(home, ".ssh", "config"));
     const { runner, fake } = fakeRunner();
+    fake.real(["ssh", "-G"]);
     expect(await upsertSshConfig(runner, v, "10.0.0.5", join(home, ".ssh", "config"))).toBe("written");
     expect(fake.calls[0]).toMatchObject({ kind: "write", path: real });
   });
@@ -250,6 +283,7 @@ describe("upsertSshConfig / removeSshConfig", () => {
     mkdirSync(join(home, ".ssh"), { recursive: true });
     const file = join(home, ".ssh", "config");
     const { runner, fake } = fakeRunner();
+    fake.real(["ssh", "-G"]);
     expect(await removeSshConfig(runner, v, file)).toBe("unchanged");
     writeFileSync(file, "Host a\n");
     expect(await removeSshConfig(runner, v, file)).toBe("unchanged");
@@ -266,8 +300,9 @@ describe("upsertSshConfig / removeSshConfig", () => {
       writeFileSync(file, "Host a\n");
       chmodSync(file, mode);
       const { runner, fake } = fakeRunner();
+      fake.unmatched = "ok"; // the ssh -G check after the write
       expect(await upsertSshConfig(runner, v, "10.0.0.5", file)).toBe("written");
-      expect(fake.calls.map((c) => c.mode)).toEqual([want]);
+      expect(fake.calls.filter((c) => c.kind === "write").map((c) => c.mode)).toEqual([want]);
     }
   });
 
@@ -280,6 +315,7 @@ describe("upsertSshConfig / removeSshConfig", () => {
     chmodSync(file, 0o644);
     const { runner, fake } = fakeRunner();
     fake.onDisk();
+    fake.unmatched = "ok"; // the ssh -G check after the write
     await upsertSshConfig(runner, v, "10.0.0.5", file);
     expect(readFileSync(file, "utf8")).not.toBe(original);
     await removeSshConfig(runner, v, file);

@@ -184,6 +184,19 @@ describe("the layer table", () => {
     expect(row(r, "cloud-init")).toMatchObject({ ok: null, reason: "SSH does not answer" });
   });
 
+  test("a Host entry above aivm's block in ~/.ssh/config overrides it: ssh false, naming the fix", async () => {
+    const sshDir = join(process.env.HOME!, ".ssh");
+    mkdirSync(sshDir, { recursive: true });
+    writeFileSync(join(sshDir, "config"), "Host box\n  HostName 10.9.9.9\n");
+    try {
+      const r = await status(doc(), (f) => f.on(["ssh", "-G"], { stdout: `hostname 10.9.9.9\nuser agent\nstricthostkeychecking true\nhostkeyalias box\nuserknownhostsfile ${join(root, "vms/box/known_hosts")}\n` }));
+      expect(row(r, "ssh")).toMatchObject({ ok: false, next: expect.stringContaining("must come before any entry that matches box") });
+      expect(row(r, "ssh").detail).toContain("HostName is 10.9.9.9, not 10.77.0.123");
+    } finally {
+      rmSync(join(sshDir, "config"));
+    }
+  });
+
   test("no pinned host key: ssh unknown (not tried), not false", async () => {
     rmSync(vmFiles(resolveVm(doc())).knownHosts);
     const r = await status(doc());

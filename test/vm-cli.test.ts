@@ -30,7 +30,8 @@ beforeEach(() => {
   writeFileSync(join(root, "images", `${SHA}.img`), "");
   writeFileSync(join(root, "images", `${SHA}.json`), JSON.stringify({ sha256: SHA, format: "qcow2", source: "file:///base.qcow2", created: "2026-01-01T00:00:00Z" }));
   writeFileSync(join(root, "id.pub"), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJd8bA4GkOQ6+9W1fU8vU1mC2o8m9uF3oVb2Q8x6oYy user@host\n");
-  cfg = join(root, "config.toml");
+  mkdirSync(join(root, "cfg"), { recursive: true });
+  cfg = join(root, "cfg", "config.toml");
   writeFileSync(cfg, config());
   fake = new FakeBackend();
   printed = [];
@@ -49,16 +50,9 @@ function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr:
 function scriptCreate() {
   const f = vmFiles(vm());
   fake.on([...V, "domuuid", "box"], NO_DOMAIN);
-  fake.on(["install", "-d"], (a) => { mkdirSync(a.at(-1)!, { recursive: true }); return {}; });
-  fake.on(["qemu-img", "create"], {});
-  fake.on(["ssh-keygen", "-q"], () => {
-    writeFileSync(f.hostKey, "-----BEGIN OPENSSH PRIVATE KEY-----\nK\n-----END OPENSSH PRIVATE KEY-----\n");
-    writeFileSync(f.hostKeyPub, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyHostKeyHostKeyHostKeyHostKeyHostKey12 box\n");
-    return {};
-  });
-  fake.on((a) => a.includes(f.seed), {});
+  fake.diskTools();
   fake.on([...V, "define", "/dev/stdin"], {});
-  onDisk();
+  void f;
 }
 
 const onDisk = () => fake.onDisk();
@@ -292,5 +286,21 @@ describe("aivm vm", () => {
     const r = await run("vm", "update", "--yes");
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("not created");
+  });
+});
+
+describe("vm cloud-init: the guest's private host key is a secret", () => {
+  test("redacted unless --show-secrets", async () => {
+    const f = vmFiles(vm());
+    mkdirSync(f.dir, { recursive: true });
+    writeFileSync(f.hostKey, "-----BEGIN OPENSSH PRIVATE KEY-----\nSECRETKEYMATERIAL\n-----END OPENSSH PRIVATE KEY-----\n");
+    writeFileSync(f.hostKeyPub, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyHostKeyHostKeyHostKeyHostKeyHostKey12 box\n");
+    const r = await run("vm", "cloud-init", "--part", "user-data");
+    expect(r.code).toBe(0);
+    expect(r.stdout).not.toContain("SECRETKEYMATERIAL");
+    expect(r.stdout).toContain("REDACTED");
+    expect(r.stdout).toContain("AAAAC3NzaC1lZDI1NTE5AAAAIHostKey"); // the public half stays
+    const shown = await run("vm", "cloud-init", "--part", "user-data", "--show-secrets");
+    expect(shown.stdout).toContain("SECRETKEYMATERIAL");
   });
 });

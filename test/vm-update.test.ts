@@ -139,7 +139,7 @@ describe("applyUpdate and the restart policy", () => {
   test("auto asks; yes restarts (ACPI shutdown, start)", async () => {
     const { runner, fake } = scripted();
     const v = vm({ cpus: 4 });
-    const r = await applyUpdate(runner, v, planUpdate(v, facts()), { restart: "auto", clock });
+    const r = await applyUpdate(runner, v, planUpdate(v, facts()), { restart: "auto", clock, configPath: join(tmpdir(), "aivm-none.toml") });
     expect(r).toMatchObject({ applied: ["cpus"], restarted: true, restartPending: false });
     expect(ran(fake.commands(), "shutdown")).toBe(1);
     expect(ran(fake.commands(), "start")).toBe(1);
@@ -152,7 +152,7 @@ describe("applyUpdate and the restart policy", () => {
     // approve the step, decline the restart
     let n = 0;
     const { runner, fake } = { runner: new (s.runner.constructor as typeof import("../lib/run.ts").Runner)(s.fake, { isRoot: true, interactive: true, ask: async () => (n++ === 0 ? "y" : "n") }), fake: s.fake };
-    const r = await applyUpdate(runner, v, plan, { restart: "auto", clock });
+    const r = await applyUpdate(runner, v, plan, { restart: "auto", clock, configPath: join(tmpdir(), "aivm-none.toml") });
     expect(r).toMatchObject({ restarted: false, restartPending: true });
     expect(ran(fake.commands(), "shutdown")).toBe(0);
   });
@@ -160,17 +160,17 @@ describe("applyUpdate and the restart policy", () => {
   test("never: changes applied, restart pending; always: restarts", async () => {
     let s = scripted();
     const v = vm({ memory_mib: 3072 });
-    let r = await applyUpdate(s.runner, v, planUpdate(v, facts()), { restart: "never", clock });
+    let r = await applyUpdate(s.runner, v, planUpdate(v, facts()), { restart: "never", clock, configPath: join(tmpdir(), "aivm-none.toml") });
     expect(r).toMatchObject({ applied: ["memory"], restarted: false, restartPending: true });
     s = scripted();
-    r = await applyUpdate(s.runner, v, planUpdate(v, facts()), { restart: "always", clock });
+    r = await applyUpdate(s.runner, v, planUpdate(v, facts()), { restart: "always", clock, configPath: join(tmpdir(), "aivm-none.toml") });
     expect(r.restarted).toBe(true);
   });
 
   test("a disk grow on a running VM needs no restart, and tries to grow the guest filesystem", async () => {
     const { runner, fake } = scripted();
     const v = vm({ disk_gib: 10 });
-    const r = await applyUpdate(runner, v, planUpdate(v, facts()), { restart: "auto", clock });
+    const r = await applyUpdate(runner, v, planUpdate(v, facts()), { restart: "auto", clock, configPath: join(tmpdir(), "aivm-none.toml") });
     expect(r).toMatchObject({ applied: ["disk"], restarted: false, restartPending: false, fsGrown: false });
     expect(fake.commands()).toContain("virsh -q -c qemu:///system blockresize box vda 10G");
   });
@@ -178,7 +178,7 @@ describe("applyUpdate and the restart policy", () => {
   test("shrink: UsageError (exit 2) before anything runs", async () => {
     const { runner, fake } = scripted();
     const v = vm({ disk_gib: 2 });
-    const e = await applyUpdate(runner, v, planUpdate(v, facts()), { restart: "auto", clock }).catch((x) => x);
+    const e = await applyUpdate(runner, v, planUpdate(v, facts()), { restart: "auto", clock, configPath: join(tmpdir(), "aivm-none.toml") }).catch((x) => x);
     expect(e).toBeInstanceOf(UsageError);
     expect(e.exitCode).toBe(EXIT.USAGE);
     expect(fake.calls).toEqual([]);
@@ -187,7 +187,7 @@ describe("applyUpdate and the restart policy", () => {
   test("--dry-run prints the commands (and the restart with --yes), runs nothing that changes", async () => {
     const { runner, fake, printed } = fakeRunner({ dryRun: true, yes: true });
     const v = vm({ cpus: 3, disk_gib: 9 });
-    await applyUpdate(runner, v, planUpdate(v, facts()), { restart: "auto", clock });
+    await applyUpdate(runner, v, planUpdate(v, facts()), { restart: "auto", clock, configPath: join(tmpdir(), "aivm-none.toml") });
     expect(fake.calls).toEqual([]);
     expect(printed.join("\n")).toContain("virsh -q -c qemu:///system setvcpus box 3 --config --maximum");
     expect(printed.join("\n")).toContain("virsh -q -c qemu:///system blockresize box vda 9G");

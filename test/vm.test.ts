@@ -75,16 +75,7 @@ function scriptCreate(fake: FakeBackend, o: { define?: "ok" | "fail" | "fail-but
   const f = vmFiles(vm);
   let defined = false;
   fake.on([...V, "domuuid", "box"], () => (defined ? { stdout: UUID + "\n" } : NO_DOMAIN));
-  fake.on(["install", "-d"], (argv) => { mkdirSync(argv[argv.length - 1]!, { recursive: true }); return {}; });
-  fake.on(["qemu-img", "create"], (argv) => { writeFileSync(argv[argv.length - 2]!, "qcow2"); return {}; });
-  fake.on(["ssh-keygen", "-q"], (argv) => {
-    const k = argv[argv.indexOf("-f") + 1]!;
-    writeFileSync(k, "-----BEGIN OPENSSH PRIVATE KEY-----\nHOSTKEY\n-----END OPENSSH PRIVATE KEY-----\n");
-    writeFileSync(k + ".pub", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyHostKeyHostKeyHostKeyHostKeyHostKey12 box\n");
-    return {};
-  });
-  fake.on((argv) => argv.includes(f.seed) && argv[0] !== "chmod", (argv) => { writeFileSync(f.seed, "iso"); return {}; });
-  fake.on(["chmod"], {});
+  fake.diskTools();
   fake.on([...V, "define", "/dev/stdin"], () => {
     if (o.define === "fail") return { exitCode: 1, stderr: "error: XML error: bad thing\n" };
     if (o.define === "fail-but-defined") { defined = true; return { exitCode: 1, stderr: "error: something after define\n" }; }
@@ -92,8 +83,7 @@ function scriptCreate(fake: FakeBackend, o: { define?: "ok" | "fail" | "fail-but
     return { stdout: "Domain 'box' defined\n" };
   });
   fake.on([...V, "undefine"], () => { defined = false; return {}; });
-  // files written through the Runner land on disk, removals really remove
-  fake.onDisk();
+  void f;
 }
 
 // ---------- accel ----------
@@ -206,14 +196,20 @@ describe("ensureVm", () => {
     expect(await ensureVm(runner, vm)).toBe("created");
     const cmds = fake.commands();
     expect(cmds[0]).toBe(`${V.join(" ")} domuuid box`);
+    // every file is made in a private work directory, created exclusively, then renamed into place
+    const work = join(f.dir, `.create-${process.pid}`);
     expect(cmds).toContain(`install -d -m 0755 ${f.dir}`);
-    expect(cmds).toContain(`qemu-img create -q -f qcow2 -F qcow2 -b ${join(root, "images", SHA + ".img")} ${f.disk} 20G`);
+    expect(cmds).toContain(`mkdir -m 0700 ${work}`);
+    expect(cmds).toContain(`qemu-img create -q -f qcow2 -F qcow2 -b ${join(root, "images", SHA + ".img")} ${work}/disk.qcow2 20G`);
     expect(cmds.some((c) => /^(cp|rsync|dd) |qemu-img convert/.test(c))).toBe(false);
-    expect(cmds).toContain(`ssh-keygen -q -t ed25519 -N  -C box -f ${f.hostKey}`);
+    expect(cmds).toContain(`ssh-keygen -q -t ed25519 -N  -C box -f ${work}/ssh_host_ed25519_key`);
+    for (const [from, to] of [["disk.qcow2", f.disk], ["ssh_host_ed25519_key", f.hostKey], ["seed.img", f.seed]]) expect(cmds).toContain(`mv -T ${work}/${from} ${to}`);
     expect(cmds.at(-1)).toBe(`${V.join(" ")} define /dev/stdin`);
     const writes = fake.calls.filter((c) => c.kind === "write").map((c) => c.path);
-    expect(writes).toEqual([f.knownHosts, join(f.seedDir, "user-data"), join(f.seedDir, "meta-data"), join(f.seedDir, "network-config")]);
-    expect(fake.calls.find((c) => c.path === join(f.seedDir, "user-data"))!.mode).toBe(0o600);
+    expect(writes).toEqual([f.knownHosts, join(work, "user-data"), join(work, "meta-data"), join(work, "network-config")]);
+    expect(fake.calls.find((c) => c.path === join(work, "user-data"))!.mode).toBe(0o600);
+    // the seed documents (they hold the private host key) do not stay behind
+    expect(existsSync(work)).toBe(false);
     expect(readFileSync(f.knownHosts, "utf8")).toContain("AAAAC3NzaC1lZDI1NTE5AAAAIHostKey");
     const define = fake.calls.find((c) => c.argv?.includes("define"))!;
     expect(define.input).toContain("<name>box</name>");
@@ -222,7 +218,7 @@ describe("ensureVm", () => {
     expect(define.input).toContain("type='qemu'");
     expect(define.input).not.toContain("<uuid>");
     // the seed (with the private host key) and the disk are not world-readable
-    expect(cmds).toContain(`chmod 0600 ${f.disk} ${f.seed}`);
+    expect(cmds).toContain(`chmod 0600 ${work}/disk.qcow2 ${work}/seed.img`);
   });
 
   test("direct kernel boot when the cached image carries kernel and initrd", async () => {

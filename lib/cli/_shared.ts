@@ -1,11 +1,13 @@
 // Flag bundles shared by commands, and the per-invocation context (config, runner).
 import type { ArgsDef } from "citty";
-import { loadStore, Store } from "../config/store.ts";
+import { loadStore, readConfigText, Store } from "../config/store.ts";
 import { realRunner, Runner } from "../run.ts";
 import { setVerbosity } from "../log.ts";
 import { checkName } from "../validate.ts";
 import { configPath } from "../config/model.ts";
-import { UsageError } from "../errors.ts";
+import { AivmError, ConfigError, EXIT, UsageError } from "../errors.ts";
+import { shellQuote } from "../shell.ts";
+import { storeExposure } from "../share/preflight.ts";
 import { targetVm, type Target } from "../flows/target.ts";
 
 export const globalArgs = {
@@ -36,14 +38,30 @@ export interface Ctx {
 /** Hooks for tests: inject a runner instead of the real one. */
 export const inject: { runner?: (opts: { dryRun: boolean; yes: boolean }) => Runner } = {};
 
-export function context(args: Record<string, unknown>, opts: { loadConfig?: boolean } = {}): Ctx {
+/**
+ * A store named explicitly (--config or $AIVM_CONFIG) that does not exist is a typo, not an empty store: exit 78
+ * before anything runs or is created. `config init` (mayCreate) and `config path` (loadConfig: false) skip this.
+ */
+export function checkExplicitConfig(args: Record<string, unknown>, path: string): void {
+  if (!args.config && !process.env.AIVM_CONFIG) return;
+  if (readConfigText(path) === null) {
+    throw new ConfigError(`${path}: no such file`, `create it with \`aivm config init --config ${shellQuote(path)}\`, or drop --config for the default store`);
+  }
+}
+
+export function context(args: Record<string, unknown>, opts: { loadConfig?: boolean; mayCreate?: boolean } = {}): Ctx {
   setVerbosity({ verbose: !!args.verbose, quiet: !!args.quiet });
   if (args.vm !== undefined) checkName("VM", String(args.vm));
   const path = configPath(args.config as string | undefined);
+  if (opts.loadConfig !== false && !opts.mayCreate) checkExplicitConfig(args, path);
   const dryRun = !!args["dry-run"] || !!args.dryRun;
   const yes = !!args.yes;
   const store = opts.loadConfig === false ? { path, doc: {}, hash: null, text: null } : loadStore(path);
   const runner = inject.runner ? inject.runner({ dryRun, yes }) : realRunner({ dryRun, yes });
+  if (opts.loadConfig !== false) {
+    const exposed = storeExposure(runner.host, store.doc, path);
+    if (exposed) throw new AivmError("config", `refusing to act: ${exposed}`, EXIT.FAILED, "move the store out of that folder (`aivm --config NEW/config.toml ...`), or take that attachment out of it with `aivm config edit`");
+  }
   return { configPath: path, store, runner, json: !!args.json, dryRun, yes };
 }
 

@@ -1,11 +1,12 @@
-// aivm config init|show|path|edit|discover|lint
+// aivm config init|show|path|edit|discover|import-python|lint
 import { resolvePaths } from "../config/resolve.ts";
 import { updateStore } from "../config/store.ts";
 import { ConfigError, EXIT, PassThroughExit } from "../errors.ts";
 import { discover } from "../flows/discover.ts";
+import { importPython } from "../flows/import-python.ts";
 import { editConfig, initConfig, lintProblems, resolvedView } from "../flows/init.ts";
 import { log, out, outJson } from "../log.ts";
-import { context, globalArgs, mutateArgs, readArgs } from "./_shared.ts";
+import { checkExplicitConfig, context, globalArgs, mutateArgs, readArgs } from "./_shared.ts";
 import { group, leaf } from "./command.ts";
 
 function noFile(path: string): ConfigError {
@@ -26,7 +27,7 @@ export default group("config", "the config store", {
     description: "detect defaults (SSH key, free subnet, CPU/RAM/disk, base image) and write [defaults]",
     args: initArgs,
     run: async ({ args }) => {
-      const ctx = context(args);
+      const ctx = context(args, { mayCreate: true });
       const wrote = await initConfig(ctx.runner, ctx.store, { defaults: !!args.defaults, force: !!args.force, imageUrl: args["image-url"], imageSha256: args["image-sha256"] });
       if (ctx.dryRun) return;
       log.info(wrote ? `wrote [defaults] to ${ctx.configPath}` : `${ctx.configPath} already holds these values`);
@@ -56,6 +57,7 @@ export default group("config", "the config store", {
     args: globalArgs,
     run: async ({ args }) => {
       const ctx = context(args, { loadConfig: false });
+      checkExplicitConfig(args, ctx.configPath);
       log.info((await editConfig(ctx.runner, ctx.configPath)) ? `saved ${ctx.configPath}` : "no changes");
     },
   }),
@@ -81,6 +83,18 @@ export default group("config", "the config store", {
       }
     },
   }),
+  "import-python": leaf({
+    name: "import-python",
+    description: "carry a Python aivm store (schema 7; default ~/.config/aivm/config.toml) into this one; the Python store is only read",
+    args: { ...mutateArgs, path: { type: "positional", required: false, description: "the Python aivm config.toml (its split fragments beside it are read too)", valueHint: "FILE" } },
+    run: async ({ args }) => {
+      const ctx = context(args, { loadConfig: false });
+      const r = await importPython(ctx.runner, ctx.configPath, args.path as string | undefined, out);
+      if (ctx.dryRun) return;
+      if (r.wrote) log.info(`imported ${r.vms.length} VM(s), ${r.networks.length} network(s)${r.defaults ? " and [defaults]" : ""} into ${ctx.configPath}`);
+      else log.info(`nothing to import into ${ctx.configPath}`);
+    },
+  }),
   lint: leaf({
     name: "lint",
     description: "list every problem in the config (file:line:col: problem); exit 78 when any",
@@ -88,7 +102,6 @@ export default group("config", "the config store", {
     run: ({ args }) => {
       const ctx = context(args, { loadConfig: false });
       const problems = lintProblems(ctx.configPath);
-      if (problems.length === 1 && problems[0]!.line === null && /no such file/.test(problems[0]!.message)) throw noFile(ctx.configPath);
       if (ctx.json) outJson({ path: ctx.configPath, ok: problems.length === 0, problems });
       else if (problems.length) out(problems.map((p) => (p.line === null ? `${p.file}: ${p.message}` : `${p.file}:${p.line}:${p.col}: ${p.message}`)).join("\n"));
       else log.info(`${ctx.configPath}: no problems`);

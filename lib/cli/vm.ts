@@ -169,12 +169,12 @@ export default group("vm", "VM lifecycle", {
   "cloud-init": leaf({
     name: "cloud-init",
     description: "print a cloud-init document (a placeholder stands in for a host key not generated yet)",
-    args: { ...globalArgs, ...vmArg, part: { type: "enum", options: [...SEED_PARTS], description: "user-data | meta-data | network-config", default: "user-data", valueHint: "PART" } },
+    args: { ...globalArgs, ...vmArg, part: { type: "enum", options: [...SEED_PARTS], description: "user-data | meta-data | network-config", default: "user-data", valueHint: "PART" }, "show-secrets": { type: "boolean", description: "print the guest's private SSH host key instead of a redaction" } },
     run: async ({ args }) => {
       const part = String(args.part ?? "user-data");
       if (!(SEED_PARTS as readonly string[]).includes(part)) throw new UsageError("--part", `${JSON.stringify(part)} is not one of ${SEED_PARTS.join(", ")}`);
       const { ctx, vm } = await target(args, "vm cloud-init");
-      out(previewSeed(ctx.runner, vm, part as SeedPart));
+      out(previewSeed(ctx.runner, vm, part as SeedPart, { showSecrets: !!args["show-secrets"] }));
     },
   }),
   "console-log": leaf({
@@ -191,7 +191,7 @@ export default group("vm", "VM lifecycle", {
       const policy = String(args.restart ?? "auto");
       if (!(RESTART_POLICIES as string[]).includes(policy)) throw new UsageError("vm update --restart", `${policy} is not one of: ${RESTART_POLICIES.join(", ")}`);
       const { ctx, vm } = await target(args, "vm update");
-      const res = await vmUpdate(ctx.runner, vm, policy as RestartPolicy, (lines) => lines.forEach((l) => log.info(l)));
+      const res = await vmUpdate(ctx.runner, ctx.configPath, vm, policy as RestartPolicy, (lines) => lines.forEach((l) => log.info(l)));
       if (ctx.dryRun) return;
       if (res.applied.length) log.info(`${vm.name}: updated ${res.applied.join(", ")}`);
       if (res.fsGrown) log.info(`${vm.name}: the guest's root filesystem was grown to the new disk size`);

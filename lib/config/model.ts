@@ -2,7 +2,7 @@
 // defaults and where the store lives. Adding a config key touches one table here.
 import { join } from "node:path";
 import { hostname } from "node:os";
-import { absPathProblem, bridgeProblem, cidrProblem, ipv4Problem, nameProblem, pathProblem, portProblem, sha256Problem, urlProblem, userProblem } from "../validate.ts";
+import { absPathProblem, bridgeProblem, guestPathProblem, cidrProblem, ipv4Problem, nameProblem, pathProblem, portProblem, sha256Problem, urlProblem, userProblem } from "../validate.ts";
 import { sha256hex } from "../digest.ts";
 
 export type KeyCheck = (v: unknown) => string | undefined;
@@ -73,8 +73,54 @@ export const ATTACHMENT_KEYS: Section = {
   host_path: { type: "string", doc: "absolute host folder (resolved)", check: absPathProblem },
   mode: { type: "string", doc: "shared-root | shared | git", check: oneOf("shared-root", "shared", "git") },
   access: { type: "string", doc: "rw | ro", check: oneOf("rw", "ro") },
-  guest_dst: { type: "string", doc: "absolute guest path (default: same as host_path)", check: absPathProblem },
+  guest_dst: { type: "string", doc: "absolute guest path, not a system directory (default: same as host_path)", check: guestPathProblem },
+  git_guard: { type: "string", doc: "on | off: keep the repository's .git/config, hooks and commondir read-only to the guest (default on)", check: oneOf("on", "off") },
 };
+
+/** The keys of a [[vms]] record: the VM keys and the network it sits on. */
+export const VM_RECORD_KEYS: Section = {
+  name: VM_KEYS.name!,
+  network: { type: "string", doc: "the [[networks]] record (or the [defaults.network] name) it sits on", check: nameProblem },
+  ...VM_KEYS,
+};
+
+/**
+ * Where each table sits in the store document: `defaults.vm` is a table, `vms[]` an array of tables, `vms[].image`
+ * a table in each element. Validation, the emitter and the layout-keeping writer walk these rows in order, so a new
+ * table is one row here (and its keys one Section above). `id` names the key that identifies an element of an array
+ * of tables (a write matches records by it); `required` the keys each element must have. A row with no keys only
+ * holds other tables.
+ */
+export interface TableRow { at: string; keys: Section; id?: string; required?: string[] }
+
+export const TABLES: TableRow[] = [
+  { at: "", keys: {} },
+  { at: "defaults", keys: {} },
+  { at: "defaults.vm", keys: VM_KEYS },
+  { at: "defaults.network", keys: NETWORK_KEYS },
+  { at: "defaults.firewall", keys: FIREWALL_KEYS },
+  { at: "defaults.image", keys: IMAGE_KEYS },
+  { at: "defaults.paths", keys: PATHS_KEYS },
+  { at: "networks[]", keys: NETWORK_KEYS, id: "name", required: ["name"] },
+  { at: "networks[].firewall", keys: FIREWALL_KEYS },
+  { at: "vms[]", keys: VM_RECORD_KEYS, id: "name", required: ["name", "network"] },
+  { at: "vms[].image", keys: IMAGE_KEYS },
+  { at: "vms[].attachments[]", keys: ATTACHMENT_KEYS, id: "host_path", required: ["host_path"] },
+];
+
+/** The rows directly inside row `at` ("" is the document), in table order, each with its key in the parent. */
+export function childTables(at: string): { key: string; array: boolean; row: TableRow }[] {
+  const out: { key: string; array: boolean; row: TableRow }[] = [];
+  for (const row of TABLES) {
+    if (!row.at) continue;
+    const cut = row.at.lastIndexOf(".");
+    const parent = cut < 0 ? "" : row.at.slice(0, cut);
+    if (parent !== at) continue;
+    const last = row.at.slice(cut + 1);
+    out.push({ key: last.replace(/\[\]$/, ""), array: last.endsWith("[]"), row });
+  }
+  return out;
+}
 
 export type Accel = "auto" | "kvm" | "tcg";
 
@@ -92,12 +138,16 @@ export interface PathsDoc { vm_root?: string; image_cache?: string; ssh_identity
 
 export interface VmDoc { name?: string; user?: string; cpus?: number; memory_mib?: number; disk_gib?: number; accel?: Accel; shutdown_timeout_s?: number; wait_timeout_s?: number; imported?: boolean }
 
-export interface AttachmentDoc { host_path: string; mode: Mode; access: Access; guest_dst: string }
+/** An attachment as written in the file: only host_path is required (see attachmentDefaults in resolve.ts). */
+export interface AttachmentRecord { host_path: string; mode?: Mode; access?: Access; guest_dst?: string; git_guard?: "on" | "off" }
+
+/** An attachment with the defaults applied: what everything past the store reads. */
+export interface AttachmentDoc { host_path: string; mode: Mode; access: Access; guest_dst: string; git_guard?: "on" | "off" }
 
 export interface StoreDoc {
   defaults?: { vm?: VmDoc; network?: NetworkDoc; firewall?: FirewallDoc; image?: ImageDoc; paths?: PathsDoc };
   networks?: (NetworkDoc & { name: string; firewall?: FirewallDoc })[];
-  vms?: (VmDoc & { name: string; network: string; image?: ImageDoc; attachments?: AttachmentDoc[] })[];
+  vms?: (VmDoc & { name: string; network: string; image?: ImageDoc; attachments?: AttachmentRecord[] })[];
 }
 
 export interface Firewall { enabled: boolean; allowTcp: number[]; allowUdp: number[]; blockCidrs: string[] }

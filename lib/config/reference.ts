@@ -44,6 +44,6 @@ export function spliceReadme(readme: string): string {
 }
 
 if (import.meta.main) {
-  const path = new URL("../README.md", import.meta.url).pathname;
+  const path = new URL("../../README.md", import.meta.url).pathname;
   await Bun.write(path, spliceReadme(await Bun.file(path).text()));
 }

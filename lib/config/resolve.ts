@@ -1,10 +1,15 @@
 // From the store document to what planners consume: a VM, its network and paths, with the defaults applied.
 import { join } from "node:path";
-import { type AttachmentDoc, BUILTIN, builtinPaths, defaultBridge, defaultVmName, type ImageDoc, Network, type NetworkDoc, type Paths, type StoreDoc, type Vm, type VmDoc } from "./model.ts";
-import { ConfigError, UsageError } from "../errors.ts";
-import { cidrContains, intToIpv4, ipv4ToInt, parseCidr } from "../validate.ts";
+import { type AttachmentDoc, type AttachmentRecord, BUILTIN, builtinPaths, defaultBridge, defaultVmName, type ImageDoc, Network, type NetworkDoc, type Paths, type StoreDoc, type Vm, type VmDoc } from "./model.ts";
+import { UsageError } from "../errors.ts";
+import { intToIpv4, parseCidr } from "../validate.ts";
+import { networkFacts } from "./validate.ts";
 import { expandHome } from "../fsutil.ts";
 
+/**
+ * A network: its record, or [defaults.network]. Every check on it lives in validateDoc (run on every load), so this
+ * only fails for a name given on the command line that is not in the store (exit 2).
+ */
 export function resolveNetwork(doc: StoreDoc, name?: string): Network {
   const defs = doc.defaults?.network ?? {};
   const wanted = name ?? defs.name ?? BUILTIN.network.name;
@@ -14,23 +19,9 @@ export function resolveNetwork(doc: StoreDoc, name?: string): Network {
   }
   const n: NetworkDoc = { ...(rec ? {} : defs), ...(rec ?? {}), name: wanted };
   const fw = { ...BUILTIN.firewall, ...(doc.defaults?.firewall ?? {}), ...(rec?.firewall ?? {}) };
-  const subnet = n.subnet ?? defs.subnet ?? BUILTIN.network.subnet;
-  const c = parseCidr(subnet);
-  if (!c) throw new ConfigError(`network ${wanted}: subnet ${subnet} is not a CIDR`);
-  if (c.prefix < 8 || c.prefix > 29) throw new ConfigError(`network ${wanted}: subnet ${subnet} must be between /8 and /29`);
-  const last = c.network + c.size - 2;
-  const gateway = n.gateway ?? intToIpv4(c.network + 1);
-  const dhcpStart = n.dhcp_start ?? intToIpv4(c.size >= 256 ? c.network + 100 : c.network + 2);
-  const dhcpEnd = n.dhcp_end ?? intToIpv4(c.size >= 256 ? Math.min(c.network + 200, last) : last);
-  for (const [k, ip] of [["gateway", gateway], ["dhcp_start", dhcpStart], ["dhcp_end", dhcpEnd]] as const) {
-    const v = ipv4ToInt(ip);
-    if (v === undefined || !cidrContains(c, v) || v === c.network || v === c.network + c.size - 1) {
-      throw new ConfigError(`network ${wanted}: ${k} ${ip} is not a host address in ${subnet}`);
-    }
-  }
-  if (ipv4ToInt(dhcpStart)! > ipv4ToInt(dhcpEnd)!) throw new ConfigError(`network ${wanted}: dhcp_start ${dhcpStart} is after dhcp_end ${dhcpEnd}`);
-  const g = ipv4ToInt(gateway)!;
-  if (g >= ipv4ToInt(dhcpStart)! && g <= ipv4ToInt(dhcpEnd)!) throw new ConfigError(`network ${wanted}: gateway ${gateway} lies inside the DHCP range`);
+  const f = networkFacts(doc, wanted);
+  const c = f.cidr ?? parseCidr(BUILTIN.network.subnet)!;
+  const { subnet, gateway, dhcpStart, dhcpEnd } = f;
   const mask = (0xffffffff << (32 - c.prefix)) >>> 0;
   return {
     name: wanted,
@@ -86,7 +77,7 @@ export function resolveVm(doc: StoreDoc, name?: string): Vm {
     // no VMs recorded: any valid name creates a VM from [defaults]
   }
   const d = { ...BUILTIN.vm, ...(doc.defaults?.vm ?? {}) };
-  const r: Partial<VmDoc & { network: string; image: ImageDoc; attachments: AttachmentDoc[] }> = rec ?? {};
+  const r: Partial<VmDoc & { network: string; image: ImageDoc; attachments: AttachmentRecord[] }> = rec ?? {};
   const vmName = rec?.name ?? name ?? defName;
   const paths = resolvePaths(doc);
   const image = { ...BUILTIN.image, ...(doc.defaults?.image ?? {}), ...(r.image ?? {}) };
@@ -102,11 +93,16 @@ export function resolveVm(doc: StoreDoc, name?: string): Vm {
     image,
     network: resolveNetwork(doc, r.network ?? doc.defaults?.network?.name),
     paths,
-    attachments: r.attachments ?? [],
+    attachments: (r.attachments ?? []).map(attachmentDefaults),
     dir: join(paths.vmRoot, vmName),
     recorded: !!rec,
     ...(rec?.imported ? { imported: true } : {}),
   };
+}
+
+/** The README's defaults for an attachment written with only some keys: shared-root, rw, the same path in the guest. */
+export function attachmentDefaults(a: AttachmentRecord): AttachmentDoc {
+  return { ...a, host_path: a.host_path, mode: a.mode ?? "shared-root", access: a.access ?? "rw", guest_dst: a.guest_dst ?? a.host_path };
 }
 
 /** Record a VM (and its network) in the store document if it is not there yet. Returns the new doc. */

@@ -1,10 +1,12 @@
 // The config store on disk: load and parse (exit 78 with positions), lint, atomic locked save.
-import { existsSync, readdirSync, readFileSync, unlinkSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, unlinkSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import type { StoreDoc } from "./model.ts";
 import { AivmError, ConfigError, EXIT } from "../errors.ts";
 import { keyPositions, locate, validateDoc } from "./validate.ts";
 import { parseToml, plain, renderToml } from "./toml.ts";
+import { patchToml, pruneEmpty, sameValue } from "./patch.ts";
+import { log } from "../log.ts";
 import { withLock } from "../lock.ts";
 import { writeFileAtomicSync } from "../fsutil.ts";
 import { sha256hex } from "../digest.ts";
@@ -42,21 +44,37 @@ export function parseStore(text: string, path: string): StoreDoc {
   return plain(raw) as StoreDoc;
 }
 
-export function loadStore(path: string): Store {
-  if (!existsSync(path)) return { path, doc: {}, hash: null, text: null };
-  let text: string;
+const ERRNO: Record<string, string> = { EACCES: "permission denied", EPERM: "permission denied", EIO: "input/output error", ELOOP: "too many symbolic links" };
+
+/** The text of a config file, or null when there is none. A directory or an unreadable file is exit 78, one line. */
+export function readConfigText(path: string): string | null {
+  let st;
   try {
-    text = readFileSync(path, "utf8");
+    st = statSync(path);
   } catch (e) {
-    throw new ConfigError(`${path}: cannot read: ${(e as Error).message}`);
+    const code = (e as NodeJS.ErrnoException).code ?? "";
+    if (code === "ENOENT" || code === "ENOTDIR") return null;
+    throw new ConfigError(`${path}: cannot read: ${ERRNO[code] ?? (e as Error).message}`);
   }
+  if (st.isDirectory()) throw new ConfigError(`${path}: is a directory, not a config file`);
+  try {
+    return readFileSync(path, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? "";
+    throw new ConfigError(`${path}: cannot read: ${ERRNO[code] ?? (e as Error).message}`);
+  }
+}
+
+export function loadStore(path: string): Store {
+  const text = readConfigText(path);
+  if (text === null) return { path, doc: {}, hash: null, text: null };
   return { path, doc: parseStore(text, path), hash: sha(text), text };
 }
 
-/** Every problem in a file, one line each ([] when clean). */
+/** Every problem in a file, one line each ([] when clean). A missing, unreadable or directory path throws (exit 78). */
 export function lintFile(path: string): string[] {
-  if (!existsSync(path)) return [`${path}: no such file (run \`aivm config init\`)`];
-  const text = readFileSync(path, "utf8");
+  const text = readConfigText(path);
+  if (text === null) throw new ConfigError(`${path}: no such file`, "create it with `aivm config init`");
   try {
     parseStore(text, path);
     return [];
@@ -81,13 +99,41 @@ export interface SaveOptions {
   text?: string;
 }
 
-/** The text our emitter would write for a stored file (parsed afresh: callers may have mutated store.doc). */
-function canonical(text: string, path: string): string | null {
+/** What the file held, parsed afresh (callers may have mutated store.doc in place); null when none or unparsable. */
+function storedDoc(store: Store): StoreDoc | null {
+  if (store.text === null) return null;
+  if (parsed?.text === store.text) return structuredClone(parsed.doc);
   try {
-    return renderToml(parseStore(text, path));
+    const doc = plain(parseToml(store.text)) as StoreDoc;
+    parsed = { text: store.text, doc };
+    return structuredClone(doc);
   } catch {
     return null;
   }
+}
+let parsed: { text: string; doc: StoreDoc } | undefined;
+
+/**
+ * The text to write for `doc`: the stored text with only what changed rewritten (comments, order and formatting of
+ * the rest kept), checked by parsing it back; our own rendering for a new file or a layout the patcher cannot keep.
+ */
+export function textFor(store: Store, doc: StoreDoc): string {
+  const old = storedDoc(store);
+  if (store.text === null || old === null || !store.text.trim()) return renderToml(doc);
+  const patched = patchToml(store.text, old, doc);
+  if (patched !== null) {
+    try {
+      if (sameValue(plain(parseToml(patched)), plain(pruneEmpty(doc)))) return patched;
+    } catch {}
+  }
+  log.warn(`${store.path}: its layout could not be kept for this change; the file is rewritten in aivm's layout (comments dropped)`);
+  return renderToml(doc);
+}
+
+/** The document is what the file already holds: nothing to write. */
+function unchanged(store: Store, doc: StoreDoc): boolean {
+  const old = storedDoc(store);
+  return old !== null && sameValue(pruneEmpty(old), plain(pruneEmpty(doc)));
 }
 
 /** Temp files of a save killed half-way (kill -9). Only called under the store lock, so none is in use. */
@@ -100,6 +146,13 @@ function removeStaleTemps(path: string): void {
   }
 }
 
+/** The file changed on disk since it was read: nothing was written (exit 1). */
+export class StoreChangedError extends AivmError {
+  constructor(path: string) {
+    super("config", `${path} changed on disk since it was read; nothing was written`, EXIT.FAILED, "re-run the command");
+  }
+}
+
 /**
  * Write a new document for a store that was loaded earlier. Refuses (exit 1, nothing written) when the file
  * changed on disk since it was read. Writes nothing when the rendered text is unchanged. Returns whether it wrote.
@@ -107,10 +160,9 @@ function removeStaleTemps(path: string): void {
 export function saveStore(store: Store, doc: StoreDoc, opts: SaveOptions = {}): boolean {
   const problems = validateDoc(doc as Record<string, unknown>);
   if (problems.length) throw new AivmError("config", `refusing to save an invalid config: ${problems[0]!.message}`, EXIT.FAILED);
-  const text = opts.text ?? renderToml(doc);
+  if (opts.text === undefined && unchanged(store, doc)) return false;
+  const text = opts.text ?? textFor(store, doc);
   if (text === store.text) return false;
-  // unchanged content in another layout (hand-written, comments): nothing to write either
-  if (opts.text === undefined && store.text !== null && text === canonical(store.text, store.path)) return false;
   if (opts.dryRun) {
     // as the real save: parent directories made, mode 0600; quoted so that it runs as pasted
     const print = opts.print ?? ((t: string) => process.stdout.write(t + "\n"));
@@ -119,11 +171,9 @@ export function saveStore(store: Store, doc: StoreDoc, opts: SaveOptions = {}): 
     return false;
   }
   return withLock(lockPath(store.path), () => {
-    if (currentHash(store.path) !== store.hash) {
-      throw new AivmError("config", `${store.path} changed on disk since it was read; nothing was written`, EXIT.FAILED, "re-run the command");
-    }
+    if (currentHash(store.path) !== store.hash) throw new StoreChangedError(store.path);
     removeStaleTemps(store.path);
-    writeFileAtomicSync(store.path, text, 0o600);
+    writeFileAtomicSync(store.path, text, 0o600, { followSymlink: true });
     store.text = text;
     store.hash = sha(text);
     store.doc = doc;
@@ -145,10 +195,11 @@ export function updateStore(path: string, change: (doc: StoreDoc) => StoreDoc | 
     const next = change(doc) ?? doc;
     const problems = validateDoc(next as Record<string, unknown>);
     if (problems.length) throw new AivmError("config", `refusing to save an invalid config: ${problems[0]!.message}`, EXIT.FAILED);
-    const text = renderToml(next);
-    if (text === store.text || (store.text !== null && text === renderToml(store.doc))) return { store, wrote: false };
+    if (unchanged(store, next)) return { store, wrote: false };
+    const text = textFor(store, next);
+    if (text === store.text) return { store, wrote: false };
     removeStaleTemps(path);
-    writeFileAtomicSync(path, text, 0o600);
+    writeFileAtomicSync(path, text, 0o600, { followSymlink: true });
     Object.assign(store, { text, hash: sha(text), doc: next });
     return { store, wrote: true };
   }, { reentrant: true });

@@ -1,6 +1,6 @@
 // TOML in and out. Bun's native parser reads the store; @iarna/toml (loaded only then) locates a syntax error as
 // row and column; our own emitter writes plain integers and a stable order.
-import { ATTACHMENT_KEYS, FIREWALL_KEYS, IMAGE_KEYS, NETWORK_KEYS, PATHS_KEYS, VM_KEYS, type StoreDoc } from "./model.ts";
+import { childTables, type StoreDoc, TABLES, type TableRow } from "./model.ts";
 
 /** Parse TOML text. A syntax error is thrown as { message, line?, col? } (0-based), located by @iarna/toml. */
 export function parseToml(text: string): Record<string, unknown> {
@@ -40,7 +40,7 @@ export function tomlString(s: string): string {
   return o + '"';
 }
 
-function tomlValue(v: unknown): string {
+export function tomlValue(v: unknown): string {
   if (typeof v === "string") return tomlString(v);
   if (typeof v === "number") return String(v);
   if (typeof v === "boolean") return v ? "true" : "false";
@@ -48,40 +48,39 @@ function tomlValue(v: unknown): string {
   throw new Error(`cannot render ${typeof v} as TOML`);
 }
 
-function scalars(obj: Record<string, unknown>, order: string[]): string {
+/** `key = value` lines of a table's scalars and plain arrays: the row's keys in table order, then others sorted. */
+export function scalars(obj: Record<string, unknown>, order: string[]): string {
   const keys = [...order.filter((k) => k in obj), ...Object.keys(obj).filter((k) => !order.includes(k)).sort()];
   return keys
     .filter((k) => obj[k] !== undefined && (typeof obj[k] !== "object" || Array.isArray(obj[k]) && (obj[k] as unknown[]).every((x) => typeof x !== "object")))
-    .map((k) => `${k} = ${tomlValue(obj[k])}\n`)
+    .map((k) => `${tomlKey(k)} = ${tomlValue(obj[k])}\n`)
     .join("");
 }
 
-const ORDER = {
-  vm: ["name", "network", ...Object.keys(VM_KEYS).filter((k) => k !== "name")],
-  network: Object.keys(NETWORK_KEYS),
-  firewall: Object.keys(FIREWALL_KEYS),
-  image: Object.keys(IMAGE_KEYS),
-  paths: Object.keys(PATHS_KEYS),
-  attachment: Object.keys(ATTACHMENT_KEYS),
-};
+export function tomlKey(k: string): string {
+  return /^[A-Za-z0-9_-]+$/.test(k) ? k : tomlString(k);
+}
 
+/**
+ * The blocks (`[header]` and its lines) of a table and the tables inside it, in TABLES order. `header` is the
+ * TOML header name ("vms.attachments"); an array element gets `[[header]]`. A table with no scalars of its own gets
+ * no header of its own unless it is an array element.
+ */
+export function tableBlocks(obj: Record<string, unknown>, row: TableRow, header: string, element = false): string[] {
+  const own = scalars(obj, Object.keys(row.keys));
+  const blocks = header && (own || element) ? [`${element ? `[[${header}]]` : `[${header}]`}\n${own}`] : [];
+  for (const c of childTables(row.at)) {
+    const v = obj[c.key];
+    const h = header ? `${header}.${c.key}` : c.key;
+    if (c.array && Array.isArray(v)) for (const x of v) blocks.push(...tableBlocks(x as Record<string, unknown>, c.row, h, true));
+    else if (!c.array && v && typeof v === "object") blocks.push(...tableBlocks(v as Record<string, unknown>, c.row, h));
+  }
+  return blocks;
+}
+
+export const HEADER_COMMENT = "# aivm config store. Reference: `aivm --help`, README.md. Edit with `aivm config edit`.\n";
+
+/** The whole store in our layout (a new file; an existing one is patched by patch.ts to keep its layout). */
 export function renderToml(doc: StoreDoc): string {
-  const parts: string[] = ["# aivm config store. Reference: `aivm --help`, README.md. Edit with `aivm config edit`.\n"];
-  const d = doc.defaults ?? {};
-  for (const sec of ["vm", "network", "firewall", "image", "paths"] as const) {
-    const v = d[sec] as Record<string, unknown> | undefined;
-    if (v && Object.keys(v).length) parts.push(`[defaults.${sec}]\n${scalars(v, ORDER[sec])}`);
-  }
-  for (const n of doc.networks ?? []) {
-    let s = `[[networks]]\n${scalars(n as unknown as Record<string, unknown>, ORDER.network)}`;
-    if (n.firewall && Object.keys(n.firewall).length) s += `\n[networks.firewall]\n${scalars(n.firewall as Record<string, unknown>, ORDER.firewall)}`;
-    parts.push(s);
-  }
-  for (const v of doc.vms ?? []) {
-    let s = `[[vms]]\n${scalars(v as unknown as Record<string, unknown>, ORDER.vm)}`;
-    if (v.image && Object.keys(v.image).length) s += `\n[vms.image]\n${scalars(v.image as Record<string, unknown>, ORDER.image)}`;
-    for (const a of v.attachments ?? []) s += `\n[[vms.attachments]]\n${scalars(a as unknown as Record<string, unknown>, ORDER.attachment)}`;
-    parts.push(s);
-  }
-  return parts.join("\n");
+  return [HEADER_COMMENT, ...tableBlocks(doc as Record<string, unknown>, TABLES[0]!, "")].join("\n");
 }

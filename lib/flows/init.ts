@@ -6,12 +6,12 @@ import { AivmError, ConfigError, EXIT, UsageError } from "../errors.ts";
 import { sha256Problem, urlProblem } from "../validate.ts";
 import { BUILTIN, builtinPaths, defaultVmName, StoreDoc } from "../config/model.ts";
 import { Runner } from "../run.ts";
-import { lintFile, parseStore, saveStore, Store, updateStore } from "../config/store.ts";
+import { lintFile, parseStore, saveStore, Store, StoreChangedError, updateStore } from "../config/store.ts";
 import { createIdentity, defaultsDoc, detectFrom, formatTable, readHostFacts, reviewRows, sshKeygenArgv } from "../detect.ts";
 import { log } from "../log.ts";
 import { networkNames, resolveNetwork, resolveVm, vmNames } from "../config/resolve.ts";
 import { renderToml } from "../config/toml.ts";
-import { shellJoin } from "../shell.ts";
+import { shellJoin, shellQuote } from "../shell.ts";
 import { sha256hex } from "../digest.ts";
 
 export interface InitOptions {
@@ -121,17 +121,37 @@ export async function editConfig(runner: Runner, configPath: string): Promise<bo
       } catch (e) {
         if (!(e instanceof ConfigError)) throw e;
         for (const p of e.problems) process.stderr.write(`aivm: config: ${p}\n`);
-        if (!runner.interactive) throw new AivmError("config edit", "the edited config is invalid; it was discarded", EXIT.CONFIG);
+        if (!runner.interactive) throw new AivmError("config edit", `the edited config is invalid; nothing was written, your edit is kept in ${keepEdit(store.path, text)}`, EXIT.CONFIG);
         const a = (await runner.ask("config edit", "Re-edit the file? [Y/n] (n discards your changes) ")).toLowerCase();
         if (a === "" || a === "y" || a === "yes") continue;
         throw new AivmError("config edit", "changes discarded", EXIT.CONFIG);
       }
       if (text === store.text) return false;
-      saveStore(store, doc, { text });
+      try {
+        saveStore(store, doc, { text });
+      } catch (e) {
+        if (!(e instanceof StoreChangedError)) throw e;
+        const kept = keepEdit(store.path, text);
+        throw new AivmError("config edit", `${store.path} changed on disk while you edited it; nothing was written, your edit is kept in ${kept}`, EXIT.FAILED, `compare them (diff ${shellQuote(store.path)} ${shellQuote(kept)}), then \`aivm config edit\` again`);
+      }
       return true;
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Keep an edit that could not be saved next to the store (0600, a new name each time); returns its path. */
+function keepEdit(path: string, text: string): string {
+  const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*$/, "");
+  for (let i = 0; ; i++) {
+    const kept = `${path}.edit-${stamp}${i ? `-${i}` : ""}`;
+    try {
+      writeFileSync(kept, text, { mode: 0o600, flag: "wx" });
+      return kept;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    }
   }
 }
 

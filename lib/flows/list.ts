@@ -1,7 +1,7 @@
 // `aivm list`: VMs, networks and attachments from the store, with live state from libvirt when it answers.
 import type { Runner } from "../run.ts";
 import type { StoreDoc } from "../config/model.ts";
-import { networkNames, resolveNetwork, resolvePaths, resolveVm, vmNames } from "../config/resolve.ts";
+import { attachmentDefaults, networkNames, resolveNetwork, resolvePaths, resolveVm, vmNames } from "../config/resolve.ts";
 import { parseTable } from "../libvirt/parse.ts";
 import { vmStatus, VmStatus } from "../vm/ip.ts";
 import { virshBatch } from "../libvirt/facts.ts";
@@ -59,7 +59,7 @@ export async function listAll(runner: Runner, doc: StoreDoc, o: { sections?: rea
       vms: vms.filter((v) => v.network === name).map((v) => v.name),
     };
   });
-  const attachments = (doc.vms ?? []).flatMap((v) => (v.attachments ?? []).map((a) => ({ host_path: a.host_path, vm: v.name, mode: a.mode, access: a.access, guest_dst: a.guest_dst })));
+  const attachments = (doc.vms ?? []).flatMap((v) => (v.attachments ?? []).map(attachmentDefaults).map((a) => ({ host_path: a.host_path, vm: v.name, mode: a.mode, access: a.access, guest_dst: a.guest_dst })));
   const listing: Listing = live ? { libvirt: { reachable: !!domains && !!nets, uri, ...(error ? { error } : {}) } } : {};
   for (const s of want) {
     if (s === "vms") listing.vms = vms;

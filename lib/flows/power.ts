@@ -8,14 +8,30 @@ import { applyFirewall } from "../fw.ts";
 import { DomainState, domainState } from "../libvirt/virsh.ts";
 import type { Runner } from "../run.ts";
 import { releaseVmMounts, restoreHostBinds } from "../share/host-mounts.ts";
+import { approveSaved } from "../share/preflight.ts";
+import { extraTags, redefineFilesystems } from "../vm/devices.ts";
 import { removeSshConfig } from "../ssh-config.ts";
 import { ensureVm } from "../vm/create.ts";
 import { withVmLock } from "../vm/files.ts";
 import { deleteVm, startVm, stopVm, type Clock } from "../vm/power.ts";
 
-/** Start the domain, restoring the host binds of its saved folders first when it cold-starts. */
-export function startWithBinds(runner: Runner, vm: Vm, o: { clock?: Clock; state?: DomainState } = {}): ReturnType<typeof startVm> {
-  return startVm(runner, vm, { ...o, beforeStart: () => restoreHostBinds(runner, vm) });
+/**
+ * Before a cold start: the export root and the saved shared-root folders, each after the safety preflight; a saved
+ * `shared` folder the preflight refuses is taken out of the domain (a consented redefine), so its virtiofsd never runs.
+ */
+export async function prepareFolders(runner: Runner, configPath: string, vm: Vm): Promise<void> {
+  const ctx = { configPath, paths: vm.paths };
+  await restoreHostBinds(runner, vm, ctx);
+  const refused: string[] = [];
+  for (const a of vm.attachments.filter((x) => x.mode === "shared")) if (!(await approveSaved(runner, vm, a.host_path, ctx))) refused.push(a.host_path);
+  if (!refused.length) return;
+  const kept: Vm = { ...vm, attachments: vm.attachments.filter((a) => !refused.includes(a.host_path)) };
+  if ((await extraTags(runner, kept)).length) await redefineFilesystems(runner, kept);
+}
+
+/** Start the domain; a cold start prepares its shared folders first (prepareFolders). */
+export function startWithBinds(runner: Runner, configPath: string, vm: Vm, o: { clock?: Clock; state?: DomainState } = {}): ReturnType<typeof startVm> {
+  return startVm(runner, vm, { ...o, beforeStart: () => prepareFolders(runner, configPath, vm) });
 }
 
 /** A VM synthesized from [defaults] is recorded in [[vms]] once it exists. Returns whether the store was written. */
@@ -43,7 +59,7 @@ async function vmUpLocked(runner: Runner, configPath: string, vm: Vm): Promise<V
     throw new AivmError(`vm up ${vm.name}`, "not created: run aivm vm create (or aivm up)");
   }
   const firewall = await applyFirewall(runner, vm.network);
-  const state = await startWithBinds(runner, vm);
+  const state = await startWithBinds(runner, configPath, vm);
   return { firewall, state, recorded: recordIfNew(runner, configPath, vm) };
 }
 

@@ -4,7 +4,7 @@
 // host binds, ssh argv, the ssh config block) and is printed with the dry-run quoting (lib/steps.ts), so it runs as
 // pasted. What only exists once an earlier command ran (the guest's host key, the DHCP address) is read in the shell
 // at that point ($(...) in an unquoted here-document, or $ip).
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { accelChoice, probeAccel } from "../accel.ts";
 import type { Vm } from "../config/model.ts";
 import { renderDomainXml } from "../domain.ts";
@@ -14,9 +14,10 @@ import { macAddress } from "../domain.ts";
 import { loadRulesetAction, tableName } from "../fw.ts";
 import { createNetworkActions } from "../net.ts";
 import type { Runner } from "../run.ts";
-import { exportMountPlan, hostBindPlan } from "../share/host-mounts.ts";
+import { exportMountPlan } from "../share/host-mounts.ts";
+import { folderBindPlan } from "../share/folder-bind.ts";
 import { guestIds, guestMountCommand } from "../share/guest.ts";
-import { exportRoot } from "../share/names.ts";
+import { exportRoot, shareRoot } from "../share/names.ts";
 import { defaultSshConfigFile, renderSshBlock, sshArgv } from "../ssh-config.ts";
 import { describeAction, type Action } from "../steps.ts";
 import { heredocWith, shellJoin, shellQuote } from "../shell.ts";
@@ -63,6 +64,7 @@ export function rawPlan(runner: Runner, vm: Vm): RawSection[] {
 
   const image = cached ?? { sha256: vm.image.sha256, path: files.img, format: "qcow2" as const };
   const mark = "ssh-ed25519 AIVMAUTHORIZEDKEYMARK";
+  const work = join(f.dir, ".create-by-hand");
   const authorized = host.readFile(vm.paths.sshPubkey);
   const docs = seedDocuments(vm, { authorizedKey: authorized ?? mark, hostKey: PLACEHOLDER_HOST_KEY, ...guestIds(vm, host) });
   const type = accelChoice(vm.accel, probeAccel(host)).type;
@@ -72,19 +74,28 @@ export function rawPlan(runner: Runner, vm: Vm): RawSection[] {
     lines: [
       shellJoin(["install", "-d", "-m", "0755", f.dir]),
       shellJoin(["install", "-d", "-m", "0755", exportRoot(vm)]),
-      shellJoin(overlayArgv(image, f.disk, vm.diskGib)),
-      shellJoin(hostKeyArgv(vm.name, f.hostKey)),
-      shellJoin(["install", "-d", "-m", "0700", f.seedDir]),
-      ...seedScript(vm, docs, { authorizedKeyMark: authorized === null ? mark : undefined }),
-      shellJoin(seedArgv(f.seedDir, f.seed)),
-      shellJoin(["chmod", "0600", f.disk, f.seed]),
+      // as vm create: every file made in a private work directory, then renamed into place
+      shellJoin(["mkdir", "-m", "0700", work]),
+      shellJoin(overlayArgv(image, join(work, "disk.qcow2"), vm.diskGib)),
+      shellJoin(hostKeyArgv(vm.name, join(work, basename(f.hostKey)))),
+      ...seedScript(vm, docs, { keyDir: work, seedDir: work, authorizedKeyMark: authorized === null ? mark : undefined }),
+      shellJoin(seedArgv(work, join(work, "seed.img"))),
+      shellJoin(["chmod", "0600", join(work, "disk.qcow2"), join(work, "seed.img")]),
+      ...([["disk.qcow2", f.disk], [basename(f.hostKey), f.hostKey], [basename(f.hostKeyPub), f.hostKeyPub], ["seed.img", f.seed]] as const).map(([from, to]) => shellJoin(["mv", "-T", join(work, from), to])),
+      shellJoin(["rm", "-rf", "--", work]),
       run({ kind: "run", argv: virshArgv(uri, "define", "/dev/stdin"), input: xml }),
     ],
   });
 
+  // the export root: the private share directory bound read-only onto it; each folder bound through its stage
+  // (aivm also checks, before the last bind, that the stage still holds the folder itself)
   const binds = [
+    { kind: "run" as const, argv: ["install", "-d", "-m", "0755", shareRoot(vm)] },
     ...exportMountPlan(vm, new Map()),
-    ...vm.attachments.filter((a) => a.mode === "shared-root").flatMap((a) => hostBindPlan(vm, a, new Map(), () => false) ?? []),
+    ...vm.attachments.filter((a) => a.mode === "shared-root").flatMap((a) => {
+      const p = folderBindPlan(host, vm, a, new Map());
+      return [...p.prepare, ...p.guard, ...p.carry];
+    }),
   ];
   sections.push({ title: `6. start ${vm.name}, its shared folders bound first (aivm vm up)`, lines: [...binds.map(run), shellJoin(virshArgv(uri, "start", vm.name))] });
 

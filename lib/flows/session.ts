@@ -7,9 +7,11 @@ import { hostname } from "node:os";
 import type { Runner } from "../run.ts";
 import type { AttachmentDoc, StoreDoc, Vm } from "../config/model.ts";
 import { cachedIp, vmFiles } from "../vm/files.ts";
-import { hostBindPlan, readMounts, restoreHostBinds, sameFile } from "../share/host-mounts.ts";
+import { folderBound } from "../share/folder-bind.ts";
+import { restoreHostBinds } from "../share/host-mounts.ts";
+import { readMounts } from "../share/mountinfo.ts";
 import { containingAttachment, hostDir, overlapping, planAttachment, withAttachment } from "../share/input.ts";
-import { approveSensitive } from "../share/preflight.ts";
+import { approveFolder } from "../share/preflight.ts";
 import { recordVm, resolveVm } from "../config/resolve.ts";
 import { AivmError, EXIT } from "../errors.ts";
 import { loadStore, updateStore } from "../config/store.ts";
@@ -40,7 +42,7 @@ export interface Session {
 export async function warmIp(runner: Runner, vm: Vm, att: AttachmentDoc | undefined): Promise<string | null> {
   const host = runner.host;
   if (!att || !host.exists(vmFiles(vm).hostKey)) return null;
-  if (att.mode === "shared-root" && hostBindPlan(vm, att, readMounts(host), sameFile(host)) !== null) return null;
+  if (att.mode === "shared-root" && !folderBound(host, vm, att, readMounts(host))) return null;
   const ip = cachedIp(vm);
   if (!ip) return null;
   return (await host.tcpOpen(ip, 22, 800)) ? ip : null;
@@ -50,7 +52,7 @@ export async function warmIp(runner: Runner, vm: Vm, att: AttachmentDoc | undefi
 export async function prepareSession(ctx: SessionCtx, o: { dir: string; vmName?: string; what: string }): Promise<Session> {
   const { runner } = ctx;
   let hostPath = hostDir(o.what, o.dir);
-  await approveSensitive(runner, o.what, hostPath);
+  await approveFolder(runner, o.what, hostPath, { configPath: ctx.configPath, paths: resolveVm(ctx.doc, o.vmName).paths });
   let doc = ctx.doc;
   let vm = resolveVm(doc, o.vmName);
   // a folder inside an attached one is a session in the attached one, started in the matching guest directory
@@ -90,7 +92,7 @@ export async function prepareSession(ctx: SessionCtx, o: { dir: string; vmName?:
   if (runner.dryRun) return { vm, att, ip: report.ip ?? "0.0.0.0", warm: false, cwd: cwd ?? att.guest_dst };
   const readyIp = report.ip!;
   vm = resolveVm(loadStore(ctx.configPath).doc, vm.name);
-  await restoreHostBinds(runner, vm); // a VM that was already running: binds missing since it started
+  await restoreHostBinds(runner, vm, { configPath: ctx.configPath, paths: vm.paths }, { running: true }); // a VM that was already running: binds missing since it started
   await attachFolder(runner, ctx.configPath, vm, att).then(
     (r) => { if (!r.mounted) throw new AivmError(o.what, `${att!.host_path}: ${r.note}`); },
   );

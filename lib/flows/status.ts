@@ -14,8 +14,12 @@ import { cachedImage, imageFiles, readManifest, sha256File } from "../image.ts";
 import { vmFacts, type VmFacts } from "../libvirt/facts.ts";
 import { mainDisk } from "../libvirt/parse.ts";
 import { RUNNING } from "../libvirt/virsh.ts";
+import { printable } from "../render.ts";
 import type { Runner } from "../run.ts";
-import { sshArgv } from "../ssh-config.ts";
+import { describeGuard, guardState } from "../share/git-guard.ts";
+import { judgeFolder, PreflightContext } from "../share/preflight.ts";
+import { aliasAdvice, checkAlias } from "../ssh-alias.ts";
+import { defaultSshConfigFile, sshArgv } from "../ssh-config.ts";
 import {
     attachmentVerdicts, guestProbeScript, nextCommands, type Layer, type LayerName, type StatusReport,
 } from "../status-report.ts";
@@ -147,13 +151,13 @@ function fdEvidence(f: VirtiofsdFiles[]): string[] {
 }
 
 /** ssh, cloud-init and attachments: one ssh session with the pinned host key (BatchMode, short timeout). */
-async function guestLayers(runner: Runner, vm: Vm, ip: string | null, why: string): Promise<GuestLayers> {
+async function guestLayers(runner: Runner, vm: Vm, ip: string | null, why: string, ctx: PreflightContext): Promise<GuestLayers> {
   const configured = `${vm.attachments.length} configured`;
   const none: Layer = { name: "attachments", ok: true, detail: "none configured" };
   const skip = (reason: string): GuestLayers => ({
     ssh: unknown("ssh", reason, "not tried"),
     cloudInit: unknown("cloud-init", reason, "not checked"),
-    attachments: vm.attachments.length ? unknown("attachments", `${configured}; cannot look inside the guest: ${reason}`, configured) : none,
+    attachments: vm.attachments.length ? hostOnlyAttachments(runner, vm, ctx) ?? unknown("attachments", `${configured}; cannot look inside the guest: ${reason}`, configured) : none,
   });
   if (!ip) return skip(why);
   const known = vmFiles(vm).knownHosts;
@@ -161,12 +165,13 @@ async function guestLayers(runner: Runner, vm: Vm, ip: string | null, why: strin
   const r = await runner.read(sshArgv(vm, ip, { batch: true, connectTimeoutS: 3, command: [guestProbeScript(vm.attachments)] }), { nothrow: true, timeoutMs: 20_000 });
   const sections = probeSections(r.stdout);
   if (!sections.has("cloud-init")) {
-    const reason = lastLine(r.stderr) || `ssh exited ${r.exitCode}`;
+    const reason = printable(lastLine(r.stderr)) || `ssh exited ${r.exitCode}`;
     const hostKey = /host key verification failed|REMOTE HOST IDENTIFICATION/i.test(r.stderr);
     const ssh: Layer = { name: "ssh", ok: false, detail: `${vm.user}@${ip}: ${reason}`, next: hostKey ? "the guest's host key is not the pinned one: recreate the VM (aivm vm delete, aivm up) if you did not change it yourself" : "aivm vm wait", evidence: r.stderr.trim().split("\n") };
     return { ...skip("SSH does not answer"), ssh };
   }
   const ci = cloudInitVerdict(sections.get("cloud-init")!);
+  ci.errors = ci.errors.map(printable); // the guest wrote them
   const cloudInit: Layer = ci.state === "done"
     ? { name: "cloud-init", ok: true, detail: "done" }
     : ci.state === "error"
@@ -175,16 +180,15 @@ async function guestLayers(runner: Runner, vm: Vm, ip: string | null, why: strin
   let attachments = none;
   if (vm.attachments.length) {
     const v = attachmentVerdicts(vm.attachments, sections.get("attachments") ?? "");
-    const bad = v.filter((x) => !x.ok);
-    attachments = {
-      name: "attachments",
-      ok: bad.length === 0,
-      detail: bad.length ? bad.map((x) => x.text).join("; ") : `${v.length} mounted with the right access`,
-      ...(bad.length ? { next: "aivm share attach (again) or `aivm vm restart`; see `aivm share list`" } : {}),
-      evidence: v.map((x) => x.text),
-    };
+    attachments = attachmentsLayer(runner, vm, v, ctx);
   }
-  return { ssh: { name: "ssh", ok: true, detail: `${vm.user}@${ip} with the pinned host key` }, cloudInit, attachments };
+  // the guest answers aivm; does `ssh <vm>` (the user's own ssh config, what VS Code uses) reach it the same way?
+  const sshFile = defaultSshConfigFile();
+  const alias = runner.host.exists(sshFile) ? await checkAlias(runner, vm, ip, known, sshFile) : [];
+  const ssh: Layer = alias.length
+    ? { name: "ssh", ok: false, detail: aliasAdvice(vm, sshFile, alias), next: `edit ${sshFile}: aivm's block for ${vm.name} must come before any entry that matches ${vm.name}`, evidence: alias }
+    : { name: "ssh", ok: true, detail: `${vm.user}@${ip} with the pinned host key` };
+  return { ssh, cloudInit, attachments };
 }
 
 function driftLayer(doc: StoreDoc, vm: Vm, f: VmFacts, fw: FwStatus | null, why: string): Layer {
@@ -210,6 +214,33 @@ function driftLayer(doc: StoreDoc, vm: Vm, f: VmFacts, fw: FwStatus | null, why:
   };
 }
 
+/** The host-side verdict per attachment: what the safety preflight says of it now, and its git guard. */
+function hostVerdicts(runner: Runner, vm: Vm, ctx: PreflightContext): { refused: string | null; guard: string }[] {
+  return vm.attachments.map((a) => {
+    const v = judgeFolder(runner.host, a.host_path, ctx);
+    return { refused: v.refused ?? v.sensitive ?? null, guard: describeGuard(guardState(runner.host, a)) };
+  });
+}
+
+/** A saved attachment the preflight refuses is false even when the guest cannot be asked (it is never bound without consent). */
+function hostOnlyAttachments(runner: Runner, vm: Vm, ctx: PreflightContext): Layer | null {
+  const refused = hostVerdicts(runner, vm, ctx).map((h, i) => (h.refused ? `${vm.attachments[i]!.host_path}: not bound without consent: ${h.refused}` : null)).filter((x): x is string => !!x);
+  return refused.length ? { name: "attachments", ok: false, detail: refused.join("; "), next: "aivm share detach DIR (or bind it on purpose: aivm vm up --yes)" } : null;
+}
+
+function attachmentsLayer(runner: Runner, vm: Vm, guest: { ok: boolean; text: string }[], ctx: PreflightContext): Layer {
+  const host = hostVerdicts(runner, vm, ctx);
+  const rows = guest.map((g, i) => (host[i]!.refused ? { ok: false, text: `${vm.attachments[i]!.host_path}: not bound without consent: ${host[i]!.refused}` } : g));
+  const bad = rows.filter((x) => !x.ok);
+  return {
+    name: "attachments",
+    ok: bad.length === 0,
+    detail: bad.length ? bad.map((x) => x.text).join("; ") : `${rows.length} mounted with the right access`,
+    ...(bad.length ? { next: host.some((h) => h.refused) ? "aivm share detach DIR (or bind it on purpose: aivm vm up --yes)" : "aivm share attach (again) or `aivm vm restart`; see `aivm share list`" } : {}),
+    evidence: rows.map((x, i) => `${x.text}; ${host[i]!.guard}`),
+  };
+}
+
 /** Without a VM, `aivm up` creates these too: no separate command for them. */
 const UP_COVERS = new Set<LayerName>(["network", "firewall", "image"]);
 
@@ -228,7 +259,7 @@ export async function collectStatus(runner: Runner, doc: StoreDoc, o: StatusOpti
   const ipL: Layer = !running
     ? unknown("ip", notRunning, "none")
     : facts.ip ? { name: "ip", ok: true, detail: facts.ip } : { name: "ip", ok: false, detail: `no DHCP lease on ${vm.network.name} yet${cachedIp(vm) ? ` (last seen: ${cachedIp(vm)})` : ""}`, next: "aivm vm wait" };
-  const guest = await guestLayers(runner, vm, running ? facts.ip : null, running ? "no IP address" : notRunning);
+  const guest = await guestLayers(runner, vm, running ? facts.ip : null, running ? "no IP address" : notRunning, { configPath: o.configPath, paths: vm.paths });
   if (o.detail && running) {
     const files = virtiofsdFiles(runner.host, vm);
     guest.attachments.evidence = [...(guest.attachments.evidence ?? []), ...fdEvidence(files)];

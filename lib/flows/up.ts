@@ -45,7 +45,7 @@ export async function up(runner: Runner, configPath: string, doc: StoreDoc, vm: 
     }
     const created = await ensureVm(runner, vm, { uuid: facts.uuid });
     // a domain only printed under --dry-run is not there to read: it would be shut off once defined
-    const state = await startWithBinds(runner, vm, created === "created" ? (runner.dryRun ? { state: "shut off" } : {}) : { state: facts.state });
+    const state = await startWithBinds(runner, configPath, vm, created === "created" ? (runner.dryRun ? { state: "shut off" } : {}) : { state: facts.state });
     let ip: string | null = null;
     let sshConfig = "skipped (dry run)";
     if (!runner.dryRun) {

@@ -42,7 +42,7 @@ export interface UpdateResult {
  * Apply a plan: refusals first (exit 2, nothing changed), then the libvirt/qemu-img changes as one consent step, the
  * firewall, and the restart by policy: auto asks (or --yes), always restarts, never leaves it pending and says so.
  */
-export async function applyUpdate(runner: Runner, vm: Vm, plan: UpdatePlan, o: { restart: RestartPolicy; clock?: Clock }): Promise<UpdateResult> {
+export async function applyUpdate(runner: Runner, vm: Vm, plan: UpdatePlan, o: { restart: RestartPolicy; configPath: string; clock?: Clock }): Promise<UpdateResult> {
   if (plan.refusals.length) throw new UsageError(`vm update ${vm.name}`, plan.refusals.join("; "));
   const result: UpdateResult = { applied: [], restarted: false, restartPending: false };
   const domainChanges = plan.changes.filter((c) => c.actions.length);
@@ -75,7 +75,7 @@ export async function applyUpdate(runner: Runner, vm: Vm, plan: UpdatePlan, o: {
       result.restarted = true;
     } else if (restart) {
       await stopVm(runner, vm, { clock: o.clock });
-      await startWithBinds(runner, vm, { clock: o.clock });
+      await startWithBinds(runner, o.configPath, vm, { clock: o.clock });
       result.restarted = true;
     } else {
       result.restartPending = true;
@@ -104,10 +104,10 @@ export async function growGuestFs(runner: Runner, vm: Vm): Promise<boolean> {
 }
 
 /** `aivm vm update`: read, plan (shown on stderr), apply, under the per-VM lock. */
-export async function vmUpdate(runner: Runner, vm: Vm, policy: RestartPolicy, show: (lines: string[]) => void): Promise<UpdateResult> {
+export async function vmUpdate(runner: Runner, configPath: string, vm: Vm, policy: RestartPolicy, show: (lines: string[]) => void): Promise<UpdateResult> {
   return withVmLock(vm, async () => {
     const plan = planUpdate(vm, await updateFacts(runner, vm));
     show(describePlan(plan));
-    return applyUpdate(runner, vm, plan, { restart: policy });
+    return applyUpdate(runner, vm, plan, { restart: policy, configPath });
   }, { dryRun: runner.dryRun, what: "vm update", create: false });
 }

@@ -1,16 +1,15 @@
 // Planning an attachment from user input: modes, access, guest paths, the saved record, overlaps.
 import { realpathSync, statSync } from "node:fs";
-import { isAbsolute, join, normalize, relative, resolve } from "node:path";
+import { join, relative, resolve } from "node:path";
 import type { Access, AttachmentDoc, Mode, StoreDoc, Vm } from "../config/model.ts";
 import { AivmError, UsageError } from "../errors.ts";
 import { GUEST_ROOT, within } from "./names.ts";
 import { shellQuote } from "../shell.ts";
+import { guestPathProblem } from "../validate.ts";
 
 export const MODES: Mode[] = ["shared-root", "shared", "git"];
 
 export const ACCESS: Access[] = ["rw", "ro"];
-
-const FORBIDDEN_GUEST = ["/proc", "/sys", "/dev"];
 
 // eslint-disable-next-line no-control-regex
 export const CONTROL = /[\x00-\x1f\x7f]/;
@@ -25,16 +24,6 @@ export function parseAccess(v: unknown): Access | undefined {
   if (v === undefined || v === "") return undefined;
   if (!ACCESS.includes(v as Access)) throw new UsageError("--access", `${JSON.stringify(v)} is not rw or ro`);
   return v as Access;
-}
-
-/** Why a guest path is refused, or undefined. */
-export function guestDstProblem(p: string): string | undefined {
-  if (CONTROL.test(p)) return "contains control characters";
-  if (!isAbsolute(p)) return "is not an absolute path";
-  const n = normalize(p).replace(/\/+$/, "") || "/";
-  if (n === "/") return "is the guest's root directory";
-  for (const f of [...FORBIDDEN_GUEST, GUEST_ROOT]) if (n === f || n.startsWith(f + "/")) return `is under ${f}`;
-  return undefined;
 }
 
 /** The resolved host folder for DIR: exit 2 when it does not exist or is not a directory. */
@@ -69,10 +58,10 @@ export function containingAttachment(vm: Vm, hostPath: string): { att: Attachmen
  */
 export function planAttachment(vm: Vm, hostPath: string, o: { mode?: Mode; access?: Access; guestDst?: string }): { att: AttachmentDoc; saved: boolean } {
   const saved = findAttachment(vm, hostPath);
-  const guestDst = o.guestDst !== undefined ? normalize(o.guestDst).replace(/(.)\/+$/, "$1") : undefined;
+  const guestDst = o.guestDst !== undefined ? o.guestDst.replace(/(.)\/+$/, "$1") : undefined;
   if (guestDst !== undefined) {
-    const p = guestDstProblem(o.guestDst!);
-    if (p) throw new UsageError("--guest-dst", `${o.guestDst} ${p}`);
+    const p = guestPathProblem(guestDst);
+    if (p) throw new UsageError("--guest-dst", p);
   }
   if (saved) {
     const diff: string[] = [];
@@ -91,8 +80,8 @@ export function planAttachment(vm: Vm, hostPath: string, o: { mode?: Mode; acces
   }
   if (mode === "git" && access === "ro") throw new UsageError("share attach", "--mode git has no read-only form (the guest clone is the guest's own copy)");
   const dst = guestDst ?? hostPath;
-  const p = guestDstProblem(dst);
-  if (p) throw new UsageError("share attach", `guest path ${dst} ${p}`, "pass --guest-dst PATH");
+  const p = guestPathProblem(dst);
+  if (p) throw new UsageError("share attach", `guest path ${p}`, "pass --guest-dst PATH");
   const clash = vm.attachments.find((a) => a.guest_dst === dst);
   if (clash) throw new UsageError("share attach", `guest path ${dst} is already used by ${clash.host_path}`, "pass --guest-dst PATH");
   return { att: { host_path: hostPath, mode, access, guest_dst: dst }, saved: false };

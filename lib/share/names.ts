@@ -1,6 +1,5 @@
 // Names and places of shared folders: the export root, per-folder tokens and virtiofs tags, path helpers.
-import { realpathSync } from "node:fs";
-import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
+import { basename, isAbsolute, join, relative } from "node:path";
 import type { Vm } from "../config/model.ts";
 import type { DomainSpec } from "../domain.ts";
 import { sha256hex } from "../digest.ts";
@@ -9,14 +8,22 @@ import { sha256hex } from "../digest.ts";
 export const ROOT_TAG = "aivm-root";
 
 /** Where the guest mounts the root tag. */
-export const GUEST_ROOT = "/mnt/aivm-root";
+export { GUEST_ROOT } from "../validate.ts";
 
 /** The VM's export root: the source of the aivm-root device; attached folders are bind-mounted under it. */
 export function exportRoot(vm: Vm): string {
   return join(vm.dir, "export");
 }
 
-/** Where a read-only bind is made and remounted ro before it is bound into the export (see hostBindPlan). */
+/**
+ * Where aivm makes the export root's mount points: a directory no guest can reach, bound read-only onto the export
+ * root, so the guest (root in the guest, writing through virtiofs) can create nothing in the export root itself.
+ */
+export function shareRoot(vm: Vm): string {
+  return join(vm.dir, "share");
+}
+
+/** Where every folder is bound and checked first, before it is bound into the export (see host-mounts.ts). */
 export function stageRoot(vm: Vm): string {
   return join(vm.dir, "stage");
 }
@@ -42,23 +49,6 @@ export function vmFilesystems(vm: Vm): DomainSpec["filesystems"] {
     ...vm.attachments.filter((a) => a.mode === "shared").map((a) => ({ source: a.host_path, tag: sharedTag(a.host_path), readonly: false })),
   ];
 }
-
-export function safe<T>(f: () => T): T | undefined {
-  try {
-    return f();
-  } catch {
-    return undefined;
-  }
-}
-
-/** realpath of the deepest existing ancestor, plus the rest: a missing ~/.gnupg under a symlinked home still resolves. */
-export const real = (p: string): string => {
-  const abs = resolve(p);
-  const r = safe(() => realpathSync(abs));
-  if (r) return r;
-  const parent = dirname(abs);
-  return parent === abs ? abs : join(real(parent), basename(abs));
-};
 
 export const within = (child: string, parent: string) => {
   const r = relative(parent, child);

@@ -1,5 +1,5 @@
 // Create a VM: plan its domain, overlay disk, pinned host key and NoCloud seed, define it (with rollback).
-import { dirname, join, relative, resolve } from "node:path";
+import { basename, dirname, join, relative, resolve } from "node:path";
 import { chooseAccel, probeAccel } from "../accel.ts";
 import type { Vm } from "../config/model.ts";
 import { cachedImage, CachedImage, imageFiles } from "../image.ts";
@@ -15,6 +15,7 @@ import { knownHostsLine } from "../ssh-config.ts";
 import { guestIds } from "../share/guest.ts";
 import { log } from "../log.ts";
 import { sha256hex } from "../digest.ts";
+import { refuseForeign } from "../fsutil.ts";
 import { heredocWith, shellQuote } from "../shell.ts";
 
 /** The first ancestor directory of path that others cannot traverse (libvirt's qemu user must), or null. */
@@ -86,11 +87,12 @@ export const PLACEHOLDER_HOST_KEY: HostKey = {
  * text does what the real run does. `docs` were rendered with PLACEHOLDER_HOST_KEY; the login key is read from its
  * file too when `authorizedKeyMark` was rendered in its place.
  */
-export function seedScript(vm: Vm, docs: Record<string, string>, o: { authorizedKeyMark?: string } = {}): string[] {
+export function seedScript(vm: Vm, docs: Record<string, string>, o: { keyDir: string; seedDir: string; authorizedKeyMark?: string }): string[] {
   const f = vmFiles(vm);
-  const pub = shellQuote(f.hostKeyPub);
+  const key = join(o.keyDir, basename(f.hostKey));
+  const pub = shellQuote(`${key}.pub`);
   const marks: Record<string, string> = {
-    [JSON.stringify(PLACEHOLDER_HOST_KEY.privateKey)]: `"$(awk '{printf "%s\\\\n", $0}' ${shellQuote(f.hostKey)})"`,
+    [JSON.stringify(PLACEHOLDER_HOST_KEY.privateKey)]: `"$(awk '{printf "%s\\\\n", $0}' ${shellQuote(key)})"`,
     [PLACEHOLDER_HOST_KEY.publicKey]: `$(cat ${pub})`,
     [`-${instanceId(vm.name, PLACEHOLDER_HOST_KEY.publicKey).slice(vm.name.length + 1)}\n`]: `-$(printf %s "$(cat ${pub})" | sha256sum | cut -c1-12)\n`,
     ...(o.authorizedKeyMark ? { [o.authorizedKeyMark]: `$(cat ${shellQuote(vm.paths.sshPubkey)})` } : {}),
@@ -99,7 +101,7 @@ export function seedScript(vm: Vm, docs: Record<string, string>, o: { authorized
   return [
     `install -m 644 /dev/null ${shellQuote(f.knownHosts)}`,
     `printf '%s %s\\n' ${shellQuote(vm.name)} "$(cut -d' ' -f1,2 ${pub})" > ${shellQuote(f.knownHosts)}`,
-    ...Object.entries(docs).flatMap(([name, text]) => write(join(f.seedDir, name), "600", heredocWith(text, marks))),
+    ...Object.entries(docs).flatMap(([name, text]) => write(join(o.seedDir, name), "600", heredocWith(text, marks))),
   ];
 }
 
@@ -158,55 +160,63 @@ export async function ensureVm(runner: Runner, vm: Vm, known: { uuid?: string | 
     }
   }
 
+  // a symlink or a non-regular file where aivm makes its own file was planted by something else: refuse, write nothing
+  for (const p of [f.disk, f.seed, f.hostKey, f.hostKeyPub, f.knownHosts]) refuseForeign(p);
   const freshDir = isFreshDir(host, f);
   const created: string[] = [];
+  // every file is made in a private work directory (created exclusively: a planted name makes mkdir fail) and renamed
+  // into place, so no tool ever writes through a path something else could have put there
+  const work = join(f.dir, `.create-${process.pid}`);
   try {
     await runner.exec(["install", "-d", "-m", "0755", f.dir], { what: `create ${f.dir}` });
-    // the export root of the aivm-root virtiofs device (lib/share.ts): it must exist before the domain starts
+    // the export root of the aivm-root virtiofs device (share/names.ts): it must exist before the domain starts
     if (!host.exists(exportRoot(vm))) await runner.exec(["install", "-d", "-m", "0755", exportRoot(vm)], { what: `create ${exportRoot(vm)}` });
+    await runner.exec(["mkdir", "-m", "0700", work], { what: `create ${work}` });
+    const moves: [string, string][] = [];
     if (!host.exists(f.disk)) {
       created.push(f.disk);
-      await runner.exec(overlayArgv(image, f.disk, vm.diskGib), { what: "create the overlay disk" });
+      await runner.exec(overlayArgv(image, join(work, "disk.qcow2"), vm.diskGib), { what: "create the overlay disk" });
+      moves.push([join(work, "disk.qcow2"), f.disk]);
     }
     // host key: generate when the private key is missing; recover a lost public half from the private key
+    let privateKey = readKey(f.hostKey);
+    let publicKey = readKey(f.hostKeyPub);
     if (!host.exists(f.hostKey)) {
       created.push(f.hostKey, f.hostKeyPub);
-      if (host.exists(f.hostKeyPub)) await runner.remove(f.hostKeyPub);
-      await runner.exec(hostKeyArgv(vm.name, f.hostKey), { what: "generate the guest's SSH host key" });
+      await runner.exec(hostKeyArgv(vm.name, join(work, "ssh_host_ed25519_key")), { what: "generate the guest's SSH host key" });
+      privateKey = readKey(join(work, "ssh_host_ed25519_key"));
+      publicKey = readKey(join(work, "ssh_host_ed25519_key.pub"));
+      moves.push([join(work, "ssh_host_ed25519_key"), f.hostKey], [join(work, "ssh_host_ed25519_key.pub"), f.hostKeyPub]);
     } else if (!host.exists(f.hostKeyPub)) {
       const r = await runner.read(["ssh-keygen", "-y", "-f", f.hostKey], { what: "read the guest's SSH host key" });
       created.push(f.hostKeyPub);
-      await runner.writeFile(f.hostKeyPub, r.stdout.trim() + ` ${vm.name}\n`, 0o644);
+      publicKey = r.stdout.trim() + ` ${vm.name}\n`;
+      await runner.writeFile(f.hostKeyPub, publicKey, 0o644);
     }
-    const privateKey = readKey(f.hostKey);
-    const publicKey = readKey(f.hostKeyPub);
     const hostKey: HostKey = privateKey && publicKey ? { privateKey, publicKey: publicKey.trim() } : PLACEHOLDER_HOST_KEY;
     if (hostKey === PLACEHOLDER_HOST_KEY && !runner.dryRun) throw new AivmError(`vm create ${vm.name}`, `ssh-keygen did not produce ${f.hostKey}`);
 
-    if (!host.exists(f.seedDir)) {
-      created.push(f.seedDir);
-      // it holds the guest's private host key until the seed is built: root only
-      await runner.exec(["install", "-d", "-m", "0700", f.seedDir], { what: `create ${f.seedDir}` });
-    }
     if (!host.exists(f.knownHosts)) created.push(f.knownHosts);
+    if (!host.exists(f.seed)) created.push(f.seed);
     const ids = guestIds(vm, host);
     if (runner.dryRun && hostKey === PLACEHOLDER_HOST_KEY) {
-      // the key is made by the printed ssh-keygen: the printed writes read it from there
+      // the key is made by the printed ssh-keygen (in the work directory): the printed writes read it from there
       const mark = "ssh-ed25519 AIVMAUTHORIZEDKEYMARK";
       if (authorizedKey === null) log.warn(`no SSH public key at ${vm.paths.sshPubkey}: the printed seed reads it from there (the real run stops here)`);
-      for (const line of seedScript(vm, seedDocuments(vm, { authorizedKey: authorizedKey ?? mark, hostKey, ...ids }), { authorizedKeyMark: authorizedKey === null ? mark : undefined })) runner.print(line);
+      const docs = seedDocuments(vm, { authorizedKey: authorizedKey ?? mark, hostKey, ...ids });
+      for (const line of seedScript(vm, docs, { keyDir: work, seedDir: work, authorizedKeyMark: authorizedKey === null ? mark : undefined })) runner.print(line);
     } else {
       await runner.writeFile(f.knownHosts, ensureNl(knownHostsLine(vm, hostKey.publicKey)), 0o644);
-    }
-
-    if (!host.exists(f.seed)) created.push(f.seed);
-    if (!(runner.dryRun && hostKey === PLACEHOLDER_HOST_KEY)) {
       const docs = seedDocuments(vm, { authorizedKey: authorizedKey ?? "ssh-ed25519 PLACEHOLDER-your-key", hostKey, ...ids });
-      for (const [name, text] of Object.entries(docs)) await runner.writeFile(join(f.seedDir, name), text, 0o600);
+      for (const [name, text] of Object.entries(docs)) await runner.writeFile(join(work, name), text, 0o600);
     }
-    await runner.exec(seedArgv(f.seedDir, f.seed), { what: "build the cloud-init seed" });
+    await runner.exec(seedArgv(work, join(work, "seed.img")), { what: "build the cloud-init seed" });
+    moves.push([join(work, "seed.img"), f.seed]);
     // the disk and the seed (which carries the private host key) are for root and libvirt's qemu user only
-    await runner.exec(["chmod", "0600", f.disk, f.seed], { what: "restrict the VM's disk and seed" });
+    const restrict = moves.map(([from]) => from).filter((p) => p.endsWith("disk.qcow2") || p.endsWith("seed.img"));
+    if (restrict.length) await runner.exec(["chmod", "0600", ...restrict], { what: "restrict the VM's disk and seed" });
+    for (const [from, to] of moves) await runner.exec(["mv", "-T", from, to], { what: `place ${to}` });
+    await runner.remove(work);
 
     const xml = renderDomainXml(planDomain(vm, { type, image, uuid: uuid ?? undefined, exists: (p) => host.exists(p) }));
     await runner.step({
@@ -216,7 +226,10 @@ export async function ensureVm(runner: Runner, vm: Vm, known: { uuid?: string | 
       actions: [{ kind: "run", argv: virshArgv(uri, "define", "/dev/stdin"), input: xml }],
     });
   } catch (e) {
-    if (!runner.dryRun) await rollbackCreate(runner, vm, { hadDomain: !!uuid, freshDir, created });
+    if (!runner.dryRun) {
+      await runner.remove(work).catch(() => {});
+      await rollbackCreate(runner, vm, { hadDomain: !!uuid, freshDir, created });
+    }
     throw e;
   }
   return "created";
@@ -244,8 +257,14 @@ async function rollbackCreate(runner: Runner, vm: Vm, o: { hadDomain: boolean; f
 export const SEED_PARTS = ["user-data", "meta-data", "network-config"] as const;
 export type SeedPart = (typeof SEED_PARTS)[number];
 
-/** One cloud-init document as `vm create` writes it; placeholders stand in for keys not generated yet (warned). */
-export function previewSeed(runner: Runner, vm: Vm, part: SeedPart): string {
+/** What stands in for the guest's private host key in a preview, unless --show-secrets. */
+export const REDACTED_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nREDACTED/by/aivm/pass/show/secrets/flag/to/print/it\n-----END OPENSSH PRIVATE KEY-----\n";
+
+/**
+ * One cloud-init document as `vm create` writes it; placeholders stand in for keys not generated yet (warned), and the
+ * guest's private host key is redacted unless showSecrets (it lets anyone who sees it impersonate the VM to you).
+ */
+export function previewSeed(runner: Runner, vm: Vm, part: SeedPart, o: { showSecrets?: boolean } = {}): string {
   const f = vmFiles(vm);
   const priv = runner.host.readFile(f.hostKey);
   const pub = runner.host.readFile(f.hostKeyPub);
@@ -254,7 +273,7 @@ export function previewSeed(runner: Runner, vm: Vm, part: SeedPart): string {
   if (!authorizedKey && part === "user-data") log.warn(`no SSH public key at ${vm.paths.sshPubkey}: this preview shows a placeholder in its place`);
   return seedDocuments(vm, {
     authorizedKey: authorizedKey ?? "ssh-ed25519 PLACEHOLDER-your-key",
-    hostKey: priv && pub ? { privateKey: priv, publicKey: pub.trim() } : PLACEHOLDER_HOST_KEY,
+    hostKey: priv && pub ? { privateKey: o.showSecrets ? priv : REDACTED_KEY, publicKey: pub.trim() } : PLACEHOLDER_HOST_KEY,
   })[part];
 }
 

@@ -8,7 +8,7 @@ import { log } from "../log.ts";
 import { ipv4ToInt } from "../validate.ts";
 
 export interface VmFiles {
-  dir: string; disk: string; seed: string; seedDir: string; hostKey: string; hostKeyPub: string;
+  dir: string; disk: string; seed: string; hostKey: string; hostKeyPub: string;
   knownHosts: string; consoleLog: string; nvram: string; ipCache: string; lock: string;
 }
 
@@ -19,7 +19,6 @@ export function vmFiles(vm: Vm): VmFiles {
     dir: d,
     disk: join(d, "disk.qcow2"),
     seed: join(d, "seed.img"),
-    seedDir: join(d, "seed"),
     hostKey: join(d, "ssh_host_ed25519_key"),
     hostKeyPub: join(d, "ssh_host_ed25519_key.pub"),
     knownHosts: join(d, "known_hosts"),

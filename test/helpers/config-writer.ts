@@ -30,7 +30,10 @@ if (import.meta.main) {
     });
     process.stdout.write("ok\n");
   } else if (mode === "loop-save") {
-    for (let i = 0; ; i++) updateStore(path!, () => bigDoc(i % 2));
+    // say when the first save is done, so the test's kill lands among real saves however slow this machine is
+    updateStore(path!, () => bigDoc(0));
+    process.stdout.write("saving\n");
+    for (let i = 1; ; i++) updateStore(path!, () => bigDoc(i % 2));
   } else if (mode === "hold-lock") {
     acquireLock(lockPath(path!));
     process.stdout.write("locked\n");

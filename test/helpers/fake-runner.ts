@@ -1,6 +1,6 @@
 // A recording fake Backend with scripted replies, injected into the real Runner (no module mocks).
 
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { hostWith, type Host } from "../../lib/host.ts";
 import { type Backend, type ExecOptions, type Result, Runner, type RunnerOptions } from "../../lib/run.ts";
@@ -81,6 +81,31 @@ export class FakeBackend implements Backend {
       rmSync(path, { recursive: true, force: true });
     };
     return this;
+  }
+
+  /**
+   * The file tools `vm create` runs, acting on disk as the real ones do at the paths they are given (mkdir, install -d,
+   * qemu-img create, ssh-keygen, genisoimage, chmod, mv -T), plus onDisk(). Later rules still win.
+   */
+  diskTools(o: { hostKey?: string; hostKeyPub?: string } = {}): this {
+    const key = o.hostKey ?? "-----BEGIN OPENSSH PRIVATE KEY-----\nHOSTKEY\n-----END OPENSSH PRIVATE KEY-----\n";
+    const pub = o.hostKeyPub ?? "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyHostKeyHostKeyHostKeyHostKeyHostKey12 box\n";
+    this.on(["mkdir"], (a) => { mkdirSync(a.at(-1)!, { recursive: !a.includes("-m") || a.includes("-p") }); return {}; });
+    this.on(["install", "-d"], (a) => { mkdirSync(a.at(-1)!, { recursive: true }); return {}; });
+    this.on(["qemu-img", "create"], (a) => { writeFileSync(a.at(-2)!, "qcow2"); return {}; });
+    this.on(["ssh-keygen", "-q"], (a) => { const k = a[a.indexOf("-f") + 1]!; writeFileSync(k, key); writeFileSync(k + ".pub", pub); return {}; });
+    this.on(["genisoimage"], (a) => { writeFileSync(a[a.indexOf("-output") + 1]!, "iso"); return {}; });
+    this.on(["chmod"], (a) => { for (const p of a.slice(2)) chmodSync(p, parseInt(a[1]!, 8)); return {}; });
+    this.on(["mv", "-T"], (a) => { renameSync(a[2]!, a[3]!); return {}; });
+    return this.onDisk();
+  }
+
+  /** Commands starting with `prefix` run for real (recorded like the rest): for offline, harmless tools such as `ssh -G`. */
+  real(prefix: string[]): this {
+    return this.on(prefix, (argv) => {
+      const r = Bun.spawnSync(argv, { stdin: "ignore" });
+      return { exitCode: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
+    });
   }
 
   /** argv of every exec, joined with spaces, in order */
