@@ -94,8 +94,10 @@ describe("top-level attach and detach are share attach and detach", () => {
     const d = await aivm(["detach", "--help"]);
     expect(d.exitCode).toBe(0);
     expect(d.stdout).toContain("aivm detach");
-    const bad = await aivm(["attach", "--mode", "nfs", "."]);
+    const bad = await aivm(["attach", "--mode", "nfs", "."], { env: { ...isolatedEnv(), TERM: "xterm" } });
     expect(bad.exitCode).toBe(2);
+    // one plain line (citty colours its message whatever stderr is), and the hint
+    expect(bad.stderr).toBe("aivm: usage: Invalid value for argument: --mode (nfs). Expected one of: shared-root, shared, git.\nhint: see `aivm --help`\n");
     const share = (await import("../lib/cli/share.ts")).default;
     const subs = share.subCommands as Record<string, unknown>;
     const top = root.subCommands as Record<string, () => Promise<unknown>>;
