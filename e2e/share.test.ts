@@ -8,7 +8,7 @@
 // The host user is simulated as uid/gid 4242 (SUDO_UID/SUDO_GID): the shared folder belongs to 4242, the guest user
 // is created with 4242, and a file the guest user writes must show up on the host owned by 4242.
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import {
   isolatedEnv, uniqueNamesConfig, added, alive, BUN, ensureDir, inNs, inventory, must, preflight, priv, ROOT, setTranscript, sh,
@@ -43,6 +43,7 @@ let configFile = "";
 let proj = "";
 let roDir = "";
 let repo = "";
+let guarded = "";
 let tornDown = false;
 let sharedMount = false;
 
@@ -256,13 +257,60 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
     expect(existsSync(join(roDir, "x"))).toBe(false);
   });
 
+  step("guard S6: the export root is read-only in the guest, even to root; a planted link is never made", async () => {
+    for (const cmd of ["sudo -n touch /mnt/aivm-root/planted", "sudo -n ln -s /etc /mnt/aivm-root/evil", "sudo -n mkdir /mnt/aivm-root/d"]) {
+      const r = await guest(cmd);
+      expect({ cmd, code: r.code === 0 ? 0 : 1 }).toEqual({ cmd, code: 1 });
+      expect(r.stderr).toMatch(/Read-only file system/);
+    }
+    expect(existsSync(join(vmDir, "share", "evil")) || existsSync(join(vmDir, "export", "evil"))).toBe(false);
+  });
+
+  step("guard G1-G3: a hook, core.fsmonitor and commondir written in the guest (even as root) are refused; a commit in the guest works", async () => {
+    guarded = join(runDir, "work", "guarded");
+    mkdirSync(guarded);
+    const hostGit = (...a: string[]) => must(["git", "-c", "safe.directory=*", "-c", "user.name=host", "-c", "user.email=h@example.invalid", "-C", guarded, ...a], { env: { ...process.env, HOME: env.HOME! } as Record<string, string> });
+    await hostGit("init", "-q", "-b", "main");
+    writeFileSync(join(guarded, "a.txt"), "one\n");
+    await hostGit("add", "a.txt");
+    await hostGit("commit", "-qm", "host commit");
+    await must(["chown", "-R", `${OWNER}:${OWNER}`, guarded]);
+    const config = readFileSync(join(guarded, ".git", "config"), "utf8");
+    const hooks = readdirSync(join(guarded, ".git", "hooks")).sort();
+    await aivmOk(["share", "attach", guarded, "--yes"]);
+    expect((await aivmOk(["share", "list"])).stdout.split("\n")).toContainEqual([names.vm, "shared-root", "rw", guarded, guarded, "on"].join("\t"));
+    const attempts = [
+      "printf '[core]\\n\\tfsmonitor = touch /tmp/pwn\\n' >> .git/config",
+      "git config core.fsmonitor 'touch /tmp/pwn'",
+      "sudo -n sh -c 'printf \"#!/bin/sh\\ntouch /tmp/pwn\\n\" > .git/hooks/post-checkout'",
+      "sudo -n sh -c 'echo /tmp/evil > .git/commondir'",
+      "sudo -n mv .git/hooks .git/hooks-away",
+      "sudo -n mv .git .git-away",
+    ];
+    for (const a of attempts) {
+      const r = await aivm(["ssh", guarded, "--shell", a]);
+      expect({ a, refused: r.code !== 0 }).toEqual({ a, refused: true });
+      expect({ a, why: /Read-only file system|Device or resource busy|could not lock config file/.test(r.stderr) }).toEqual({ a, why: true });
+    }
+    expect(readFileSync(join(guarded, ".git", "config"), "utf8")).toBe(config);
+    expect(readdirSync(join(guarded, ".git", "hooks")).sort()).toEqual(hooks);
+    expect(readFileSync(join(guarded, ".git", "commondir"), "utf8").trim()).toBe(".");
+    const c = await aivmOk(["ssh", guarded, "--shell", "echo two > b.txt && git add b.txt && git -c user.name=guest -c user.email=g@example.invalid commit -qm 'guest commit' && git log --format=%s"]);
+    expect(c.stdout).toBe("guest commit\nhost commit\n");
+    expect((await hostGit("log", "--format=%s")).stdout).toBe("guest commit\nhost commit\n");
+    expect(existsSync("/tmp/pwn")).toBe(false);
+  });
+
   step("a mode/access different from the saved one is refused (exit 2)", async () => {
     const r = await aivm(["share", "attach", roDir, "--access", "rw", "--yes"]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/already attached .* access ro/);
   });
 
-  step("vm down, host binds gone (as after a host reboot), vm up: mounts restored without help", async () => {
+  step("vm down, host binds gone (as after a host reboot), vm up: mounts restored without help; a planted ~/.ssh record is not", async () => {
+    // S5: a record the user never made (the guest cannot reach the store; an old or tampered file can) sharing ~/.ssh
+    const secrets = join(env.HOME!, ".ssh");
+    writeFileSync(configFile, configText() + `\n[[vms.attachments]]\nhost_path = ${JSON.stringify(secrets)}\nmode = "shared-root"\naccess = "rw"\nguest_dst = "/srv/keys"\n`);
     await aivmOk(["vm", "down", "--vm", names.vm, "--yes"], { timeoutMs: 5 * 60_000 });
     const exp = join(vmDir, "export");
     // unmount what a host reboot loses (a bind propagates to the export's peers, so one umount per path is enough)
@@ -270,9 +318,17 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
     for (const t of targets.reverse()) await sh(priv(["umount", t.replace(/\\040/g, " ")]));
     await sh(priv(["umount", exp]));
     expect(hostMounts()).not.toContain(esc(exp));
-    const up = await aivmOk(["vm", "up", "--vm", names.vm, "--yes"], { timeoutMs: 15 * 60_000 });
+    // no --yes and no terminal: the saved folders are bound, the planted secrets folder is skipped with a warning
+    const up = await aivmOk(["vm", "up", "--vm", names.vm], { timeoutMs: 15 * 60_000 });
+    expect(up.stderr).toContain(`not binding the saved attachment ${secrets}`);
+    // shareToken(~/.ssh) is "ssh-<hash>": no mount of that name in the stage, the share or the export
+    expect(hostMounts().split("\n").filter((l) => /\/(stage|share|export)\/ssh-[0-9a-f]{10}$/.test(l.split(" ")[4] ?? ""))).toEqual([]);
     await aivmOk(["vm", "wait", "--vm", names.vm], { timeoutMs: 15 * 60_000 });
     figures["vm up (host binds restored before start)"] = secs(up.ms);
+    expect((await guest("sudo -n ls -a /mnt/aivm-root")).stdout).not.toMatch(/^ssh-/m);
+    expect((await guest("sudo -n grep -rl 'not really' /mnt/aivm-root /srv 2>/dev/null; true")).stdout).toBe("");
+    writeFileSync(configFile, configText().replace(/\n\[\[vms\.attachments\]\]\nhost_path = "[^"]*\/\.ssh"\n[^[]*$/, "\n"));
+    expect(configText()).not.toContain(secrets);
     const r = await guest(`mountpoint -q ${q(proj)} && mountpoint -q ${q(roDir)} && cat ${q(join(proj, "later.txt"))} ${q(join(roDir, "ref.txt"))}`);
     expect({ code: r.code, out: r.stdout }).toEqual({ code: 0, out: "later\nread me\n" });
     expect((await guest(`touch ${q(join(roDir, "y"))}`)).code).not.toBe(0);

@@ -4,7 +4,7 @@ import type { Network, StoreDoc } from "./config/model.ts";
 import { networkDrift } from "./drift.ts";
 import { LiveNetConfig, parseLeases, parseNetworkXml, type Lease } from "./libvirt/parse.ts";
 import { NetState, networkState, virshArgv, virshRead } from "./libvirt/virsh.ts";
-import { renderXml } from "./render.ts";
+import { printable, renderXml } from "./render.ts";
 import type { Runner } from "./run.ts";
 import { parseCidr, Cidr, cidrsOverlap, ipv4ToInt } from "./validate.ts";
 import { UsageError } from "./errors.ts";
@@ -207,7 +207,7 @@ export function formatNetStatus(s: NetStatus): string {
     `gateway: ${s.gateway}`,
     ...s.drift.map((d) => `drift: ${d}`),
     `leases: ${s.leases.length}`,
-    ...s.leases.map((l) => `lease: ${l.ip} ${l.mac} ${l.hostname ?? "-"} ${l.expiry}`),
+    ...s.leases.map((l) => `lease: ${l.ip} ${l.mac} ${printable(l.hostname ?? "-")} ${l.expiry}`),
   ];
   return lines.join("\n");
 }

@@ -203,6 +203,12 @@ describe("status", () => {
     expect(s.leases).toHaveLength(2);
     expect(formatNetStatus(s)).toMatchSnapshot();
   });
+  test("a lease's hostname is the guest's word: shown without control characters", async () => {
+    const { runner, fake } = scripted("active");
+    fake.on([...V, "net-dhcp-leases", net.name], { stdout: LEASES.replace("vm1", "vm1\x1b]0;pwned\x07") });
+    const s = await networkStatus(runner, URI, net);
+    expect(formatNetStatus(s)).toContain("vm1\\x1b]0;pwned\\x07");
+  });
   test("absent network reads no leases", async () => {
     const { runner, fake } = scripted("absent");
     const s = await networkStatus(runner, URI, net);

@@ -1,5 +1,5 @@
-// The guest is hostile: the unit half of the proof for docs/threat-model.md rows S3-S9 and G1-G4 (e2e/guard.test.ts
-// is the half that runs from inside a real guest).
+// The guest is hostile: the unit half of the proof for docs/threat-model.md rows S3-S9 and G1-G4 (the "guard" steps
+// in e2e/share.test.ts are the half that runs from inside a real guest).
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { lstatSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { updateStore } from "../lib/config/store.ts";
@@ -24,6 +24,7 @@ import { fakeRunner, testHost } from "./helpers/fake-runner.ts";
 import { attachment, recordedToml, storeToml, V } from "./helpers/fixtures.ts";
 import { runMain } from "./helpers/main.ts";
 import { inject } from "../lib/cli/_shared.ts";
+import { shellJoin, shellQuote } from "../lib/shell.ts";
 
 let root: string;
 let cfg: string;
@@ -126,8 +127,35 @@ describe("S6: the export root is read-only to the guest; mount points live where
   test("the plan: the private share directory bound read-only onto the export root, made shared", () => {
     const v = vm();
     const exp = exportRoot(v);
-    expect(argvs(exportMountPlan(v, new Map()))).toEqual([`mount --bind ${shareRoot(v)} ${exp}`, `mount -o remount,bind,ro ${exp}`, `mount --make-shared ${exp}`]);
+    const tmp = join(stageRoot(v), ".export");
+    // read-only before it is bound onto the export root: a remount after the bind would not reach other namespaces
+    expect(argvs(exportMountPlan(v, new Map()))).toEqual([
+      `install -d -m 0700 ${tmp}`, `mount --bind ${shareRoot(v)} ${tmp}`, `mount -o remount,bind,ro ${tmp}`,
+      `mount --bind ${tmp} ${exp}`, `umount ${tmp}`, `rmdir ${tmp}`, `mount --make-shared ${exp}`,
+    ]);
+    expect(argvs(exportMountPlan(v, new Map([[tmp, entry(tmp)]])))[0]).toBe(`umount ${tmp}`); // left by an interrupted run
     expect(exportMountPlan(v, new Map([[exp, entry(exp, { options: "ro", optional: "shared:3" })]]))).toEqual([]);
+  });
+  // The real kernel, in a private mount namespace: a namespace that is a slave of this one (virtiofsd's, a namespaced
+  // libvirtd's) sees the export root read-only only when the mount was read-only before it was bound there.
+  const asRoot = process.getuid?.() === 0 && !!Bun.which("unshare");
+  test.skipIf(!asRoot)("the plan on a real kernel: read-only in a slave mount namespace too (a remount after the bind is not)", () => {
+    const v = vm();
+    const probe = (plan: string[][]) => {
+      mkdirSync(exportRoot(v), { recursive: true });
+      mkdirSync(shareRoot(v), { recursive: true });
+      const script = [
+        `mount --bind ${shellQuote(root)} ${shellQuote(root)} && mount --make-shared ${shellQuote(root)} || exit 9`,
+        `unshare -m --propagation slave sh -c 'while [ ! -e "$1/go" ]; do sleep 0.05; done; if touch "$1/probe" 2>/dev/null; then echo writable; else echo read-only; fi' sh ${shellQuote(exportRoot(v))} &`,
+        ...plan.map(shellJoin),
+        `touch ${shellQuote(join(shareRoot(v), "go"))}; wait`,
+      ].join("\n");
+      const r = Bun.spawnSync(["unshare", "-m", "--propagation", "private", "sh", "-ec", script]);
+      rmSync(join(shareRoot(v), "go"), { force: true });
+      return r.stdout.toString().trim() || r.stderr.toString();
+    };
+    expect(probe(exportMountPlan(v, new Map()).map((a) => (a as { argv: string[] }).argv))).toBe("read-only");
+    expect(probe([["mount", "--bind", shareRoot(v), exportRoot(v)], ["mount", "-o", "remount,bind,ro", exportRoot(v)]])).toBe("writable");
   });
   test("an export root left writable by an earlier aivm: replaced when the VM is off; while it runs, a warning", async () => {
     const v = vm();

@@ -460,7 +460,8 @@ describe("attach flows", () => {
     const share = join(v.dir, "share");
     expect(fake.commands().filter((c) => !c.startsWith("virsh"))).toEqual([
       `install -d -m 0755 ${exp}`, `install -d -m 0755 ${share}`,
-      `mount --bind ${share} ${exp}`, `mount -o remount,bind,ro ${exp}`, `mount --make-shared ${exp}`,
+      `install -d -m 0700 ${v.dir}/stage/.export`, `mount --bind ${share} ${v.dir}/stage/.export`, `mount -o remount,bind,ro ${v.dir}/stage/.export`,
+      `mount --bind ${v.dir}/stage/.export ${exp}`, `umount ${v.dir}/stage/.export`, `rmdir ${v.dir}/stage/.export`, `mount --make-shared ${exp}`,
       `install -d -m 0755 ${share}/${tok}`, `install -d -m 0755 ${stage}`, `mount --bind ${p} ${stage}`, `mount --make-rprivate ${stage}`,
       `mount --rbind ${stage} ${exp}/${tok}`, `umount -R ${stage}`, `rmdir ${stage}`,
     ]);

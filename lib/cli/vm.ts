@@ -8,6 +8,7 @@ import { cachedImage } from "../image.ts";
 import { log, out, outJson } from "../log.ts";
 import { sshArgv } from "../ssh-config.ts";
 import { previewDomain, previewSeed, SEED_PARTS, type SeedPart } from "../vm/create.ts";
+import { printable } from "../render.ts";
 import { readConsoleLog } from "../vm/files.ts";
 import { requireIp, vmStatus, waitVm } from "../vm/ip.ts";
 import { RESTART_POLICIES, type RestartPolicy } from "../vm/update-plan.ts";
@@ -179,9 +180,13 @@ export default group("vm", "VM lifecycle", {
   }),
   "console-log": leaf({
     name: "console-log",
-    description: "print the serial console log",
+    description: "print the serial console log (on a terminal, the guest's control characters are shown as \\xNN)",
     args: { ...globalArgs, ...vmArg },
-    run: async ({ args }) => out(readConsoleLog((await target(args, "vm console-log")).vm)),
+    run: async ({ args }) => {
+      const text = readConsoleLog((await target(args, "vm console-log")).vm);
+      // the guest writes this file: raw into a pipe, never raw onto the user's terminal
+      out(process.stdout.isTTY ? printable(text.replace(/\r\n/g, "\n")) : text);
+    },
   }),
   update: leaf({
     name: "update",

@@ -11,10 +11,11 @@ import { shellQuote } from "../shell.ts";
 import type { Action } from "../steps.ts";
 import { bindFolder } from "./folder-bind.ts";
 import { mountsUnder, readMounts, type MountEntry } from "./mountinfo.ts";
-import { exportRoot, shareRoot, shareToken } from "./names.ts";
+import { exportRoot, shareRoot, shareToken, stageRoot } from "./names.ts";
 import { approveSaved, type PreflightContext } from "./preflight.ts";
 
 const priv = (...argv: string[]): Action => ({ kind: "run", argv, privileged: true });
+const own = (...argv: string[]): Action => ({ kind: "run", argv });
 const isRo = (m: MountEntry) => m.options.split(",").includes("ro");
 
 export type ExportState = "ready" | "absent" | "legacy";
@@ -30,12 +31,28 @@ export function exportState(vm: Vm, mounts: Map<string, MountEntry>): ExportStat
   return isRo(m) ? "ready" : "legacy";
 }
 
-/** The export root's mount: the private share directory bound read-only onto it, made shared. */
+/**
+ * The export root's mount: the private share directory, made read-only on a stage first and only then bound onto the
+ * export root, made shared. A bind of a read-only mount is read-only from its first moment, in this namespace and in
+ * every one it propagates to (virtiofsd's, a namespaced libvirtd's); a `remount,ro` after the bind would change this
+ * namespace's copy only.
+ */
 export function exportMountPlan(vm: Vm, mounts: Map<string, MountEntry>): Action[] {
   const exp = exportRoot(vm);
   const m = mounts.get(exp);
   const actions: Action[] = [];
-  if (!m) actions.push(priv("mount", "--bind", shareRoot(vm), exp), priv("mount", "-o", "remount,bind,ro", exp));
+  if (!m) {
+    const tmp = join(stageRoot(vm), ".export");
+    actions.push(
+      ...mountsUnder(tmp, mounts).map((t) => priv("umount", t)),
+      own("install", "-d", "-m", "0700", tmp),
+      priv("mount", "--bind", shareRoot(vm), tmp),
+      priv("mount", "-o", "remount,bind,ro", tmp),
+      priv("mount", "--bind", tmp, exp),
+      priv("umount", tmp),
+      own("rmdir", tmp),
+    );
+  }
   if (!m || !/\bshared:\d+/.test(m.optional)) actions.push(priv("mount", "--make-shared", exp));
   return actions;
 }
