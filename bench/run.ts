@@ -112,7 +112,7 @@ try {
   // with the guest clock's offset measured over ssh (midpoint of the round trip)
   const upReturned = upEnd;
   const t1 = Date.now();
-  const probe = await ok(["vm", "ssh", "--vm", "bench-boot", "--", "date +%s.%N; stat -c %.9Y /var/lib/cloud/instance/boot-finished"]);
+  const probe = await ok(["vm", "ssh", "--vm", "bench-boot", "--shell", "date +%s.%N; stat -c %.9Y /var/lib/cloud/instance/boot-finished"]);
   const t2 = Date.now();
   const [guestNow, finishedAt] = probe.stdout.trim().split("\n").map(Number);
   const offset = guestNow! * 1000 - (t1 + t2) / 2;

@@ -54,7 +54,7 @@ const { run: aivm, ok: aivmOk } = binaryRunner((args) => inNs(lab!, [BIN, ...arg
 
 
 /** A command in the guest through `aivm vm ssh`. */
-const guest = (cmd: string, timeoutMs = 120_000) => aivm(["vm", "ssh", "--vm", names.vm, "--", cmd], { timeoutMs });
+const guest = (cmd: string, timeoutMs = 120_000) => aivm(["vm", "ssh", "--vm", names.vm, "--shell", cmd], { timeoutMs });
 
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 

@@ -57,7 +57,7 @@ const inNetEnv = (argv: string[], withEnv = true): string[] => (lab ? inNet(lab,
 
 
 /** a command in the guest as the guest user (through `aivm vm ssh`, no folder logic) */
-const guest = (cmd: string) => aivm(["vm", "ssh", "--vm", names.vm, "--", cmd], { timeoutMs: 120_000 });
+const guest = (cmd: string) => aivm(["vm", "ssh", "--vm", names.vm, "--shell", cmd], { timeoutMs: 120_000 });
 const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 const hostMounts = () => readFileSync("/proc/self/mountinfo", "utf8");
@@ -144,7 +144,7 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
   });
 
   step("aivm ssh DIR -- CMD with no VM: creates it (--yes) with DIR attached, runs CMD in DIR", async () => {
-    const r = await aivmOk(["ssh", proj, "--yes", "--", "pwd; cat from-host.txt"], { timeoutMs: 25 * 60_000, live: true });
+    const r = await aivmOk(["ssh", proj, "--yes", "--shell", "pwd; cat from-host.txt"], { timeoutMs: 25 * 60_000, live: true });
     figures["aivm ssh (creates the VM)"] = secs(r.ms);
     expect(r.stdout).toBe(`${proj}\nhello from the host\n`);
     expect(configText()).toContain(`host_path = ${JSON.stringify(proj)}`);
@@ -152,20 +152,68 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
 
   step("the guest user has the host user's uid; its files appear on the host owned by that user", async () => {
     expect((await guest("id -u; id -g")).stdout.trim().split("\n")).toEqual([String(OWNER), String(OWNER)]);
-    const r = await aivmOk(["ssh", proj, "--", "echo from the guest > from-guest.txt"]);
+    const r = await aivmOk(["ssh", proj, "--shell", "echo from the guest > from-guest.txt"]);
     expect(r.code).toBe(0);
     const st = statSync(join(proj, "from-guest.txt"));
     expect(readFileSync(join(proj, "from-guest.txt"), "utf8")).toBe("from the guest\n");
     expect({ uid: st.uid, gid: st.gid }).toEqual({ uid: OWNER, gid: OWNER });
     // host -> guest after the mount exists
     writeFileSync(join(proj, "later.txt"), "later\n");
-    expect((await aivmOk(["ssh", proj, "--", "cat later.txt"])).stdout).toBe("later\n");
+    expect((await aivmOk(["ssh", proj, "--", "cat", "later.txt"])).stdout).toBe("later\n");
   });
 
   step("the remote exit code passes through; aivm ssh . -- true works from inside the folder", async () => {
-    expect((await aivm(["ssh", proj, "--", "exit 7"])).code).toBe(7);
+    expect((await aivm(["ssh", proj, "--shell", "exit 7"])).code).toBe(7);
+    expect((await aivm(["ssh", proj, "--", "sh", "-c", "exit 7"])).code).toBe(7);
+    expect((await aivm(["vm", "ssh", "--vm", names.vm, "--", "sh", "-c", "exit 9"])).code).toBe(9);
     const r = await sh(inNetEnv(["sh", "-c", `cd ${q(proj)} && exec ${q(BIN)} ssh . -- true`]));
     expect(r.code).toBe(0);
+  });
+
+  step("-- CMD ARG...: every argument arrives whole (aivm ssh DIR and aivm vm ssh); --shell sends one line on purpose", async () => {
+    // one file named "two words.txt", not "two" and "words.txt"
+    await aivmOk(["ssh", proj, "--", "touch", "two words.txt", "it's $HOME; x"]);
+    expect(existsSync(join(proj, "two words.txt"))).toBe(true);
+    expect(existsSync(join(proj, "it's $HOME; x"))).toBe(true);
+    expect(existsSync(join(proj, "two"))).toBe(false);
+    expect(existsSync(join(proj, "words.txt"))).toBe(false);
+    // rm -r "old build" removes that one folder, not old and build
+    for (const d of ["old build", "old", "build"]) mkdirSync(join(proj, d));
+    await aivmOk(["ssh", proj, "--", "rm", "-r", "old build"]);
+    expect(["old build", "old", "build"].map((d) => existsSync(join(proj, d)))).toEqual([false, true, true]);
+    const words = ["a b", "", "'q'", "$HOME", "é;|&"];
+    expect((await aivmOk(["ssh", proj, "--", "printf", "%s|", ...words])).stdout).toBe(words.join("|") + "|");
+    expect((await aivmOk(["vm", "ssh", "--vm", names.vm, "--", "printf", "%s|", ...words])).stdout).toBe(words.join("|") + "|");
+    // the shell line on purpose: its words are split and expanded by the guest's shell
+    expect((await aivmOk(["ssh", proj, "--shell", "printf '%s|' $((6*7)) two words"])).stdout).toBe("42|two|words|");
+    const both = await aivm(["ssh", proj, "--shell", "true", "--", "true"]);
+    expect(both.code).toBe(2);
+    for (const f of ["two words.txt", "it's $HOME; x"]) rmSync(join(proj, f));
+    rmSync(join(proj, "old"), { recursive: true });
+    rmSync(join(proj, "build"), { recursive: true });
+  });
+
+  step("the guest keeps the shares out of updatedb; status --detail counts virtiofsd's open files", async () => {
+    // cloud-init installed the fixer and the dpkg hook; run against a Debian-style updatedb.conf (minbase has no locate)
+    const r = await guest(`test -x /usr/local/sbin/aivm-prune-locate && apt-config dump | grep -c aivm-prune-locate && printf 'PRUNE_BIND_MOUNTS="yes"\\nPRUNEFS="NFS proc"\\nPRUNEPATHS="/tmp /media"\\n' | sudo -n tee /etc/updatedb.conf >/dev/null && sudo -n /usr/local/sbin/aivm-prune-locate && cat /etc/updatedb.conf; sudo -n rm -f /etc/updatedb.conf`);
+    expect(r.stdout).toBe('1\nPRUNE_BIND_MOUNTS="yes"\nPRUNEFS="NFS proc virtiofs"\nPRUNEPATHS="/tmp /media /mnt/aivm-root"\n');
+    const count = async () => {
+      const st = JSON.parse((await aivmOk(["status", "--detail", "--json"])).stdout);
+      const ev: string[] = st.layers.find((l: { name: string }) => l.name === "attachments").evidence;
+      // the export root's virtiofsd (a forked virtiofsd shows up twice: the busier one serves)
+      const counts = ev.filter((e) => /virtiofsd pid \d+ \(.*\/export\): \d+ open files/.test(e)).map((e) => Number(/: (\d+) open files/.exec(e)![1]));
+      expect(counts.length).toBeGreaterThan(0);
+      return Math.max(...counts);
+    };
+    const before = await count();
+    // the guest holds 40 files of the shared folder open: virtiofsd holds at least as many more
+    await aivmOk(["ssh", proj, "--shell", "mkdir -p held && for i in $(seq 1 40); do echo $i > held/f$i; done"]);
+    await aivmOk(["ssh", proj, "--shell", "for i in $(seq 1 40); do nohup sleep 300 < held/f$i >/dev/null 2>&1 & done; sleep 1"]);
+    const during = await count();
+    figures["virtiofsd open files (idle, 40 held by the guest)"] = `${before}, ${during}`;
+    expect(during).toBeGreaterThanOrEqual(before + 30);
+    await guest("pkill -u $(id -u) -x sleep; true");
+    rmSync(join(proj, "held"), { recursive: true, force: true });
   });
 
   step("bench: warm aivm ssh . -- true vs bare ssh <vm> true", async () => {
@@ -195,9 +243,9 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
   });
 
   step("an ro attachment on the running VM: readable, writes refused in the guest and through the root export", async () => {
-    await aivmOk(["share", "attach", roDir, "--access", "ro", "--yes"]);
-    expect((await aivmOk(["ssh", roDir, "--", "cat ref.txt"])).stdout).toBe("read me\n");
-    const w = await aivm(["ssh", roDir, "--", "touch x"]);
+    await aivmOk(["attach", roDir, "--access", "ro", "--yes"]); // the top-level command: share attach
+    expect((await aivmOk(["ssh", roDir, "--", "cat", "ref.txt"])).stdout).toBe("read me\n");
+    const w = await aivm(["ssh", roDir, "--", "touch", "x"]);
     expect(w.code).not.toBe(0);
     expect(w.stderr).toMatch(/Read-only file system/);
     // bypassing the guest's ro bind: the export itself is read-only on the host side
@@ -240,14 +288,14 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
       "sudo -n mv .git .git-away",
     ];
     for (const a of attempts) {
-      const r = await aivm(["ssh", guarded, "--", a]);
+      const r = await aivm(["ssh", guarded, "--shell", a]);
       expect({ a, refused: r.code !== 0 }).toEqual({ a, refused: true });
       expect({ a, why: /Read-only file system|Device or resource busy|could not lock config file/.test(r.stderr) }).toEqual({ a, why: true });
     }
     expect(readFileSync(join(guarded, ".git", "config"), "utf8")).toBe(config);
     expect(readdirSync(join(guarded, ".git", "hooks")).sort()).toEqual(hooks);
     expect(readFileSync(join(guarded, ".git", "commondir"), "utf8").trim()).toBe(".");
-    const c = await aivmOk(["ssh", guarded, "--", "echo two > b.txt && git add b.txt && git -c user.name=guest -c user.email=g@example.invalid commit -qm 'guest commit' && git log --format=%s"]);
+    const c = await aivmOk(["ssh", guarded, "--shell", "echo two > b.txt && git add b.txt && git -c user.name=guest -c user.email=g@example.invalid commit -qm 'guest commit' && git log --format=%s"]);
     expect(c.stdout).toBe("guest commit\nhost commit\n");
     expect((await hostGit("log", "--format=%s")).stdout).toBe("guest commit\nhost commit\n");
     expect(existsSync("/tmp/pwn")).toBe(false);
@@ -287,7 +335,7 @@ describe.skipIf(!runIt)("aivm e2e: share and sessions on a real guest", () => {
   }, 30 * 60_000);
 
   step("detach removes the guest mount, its fstab line, the host bind and the record", async () => {
-    await aivmOk(["share", "detach", roDir, "--yes"]);
+    await aivmOk(["detach", roDir, "--yes"]); // the top-level command: share detach
     expect((await guest(`mountpoint -q ${q(roDir)}`)).code).not.toBe(0);
     expect((await guest("cat /etc/fstab")).stdout).not.toContain("reference-");
     expect(hostMounts()).not.toContain("/export/reference-");

@@ -40,7 +40,7 @@ const { run: aivm, ok: aivmOk } = binaryRunner((args) => inNs(lab!, [BIN, ...arg
 
 
 
-const guest = (cmd: string) => aivm(["vm", "ssh", "--vm", names.vm, "--", cmd], { timeoutMs: 120_000 });
+const guest = (cmd: string) => aivm(["vm", "ssh", "--vm", names.vm, "--shell", cmd], { timeoutMs: 120_000 });
 
 interface Layer { name: string; ok: boolean | null; detail: string; reason?: string; next?: string }
 interface Report { vm: string | null; ok: boolean; layers: Layer[]; next: string[] }

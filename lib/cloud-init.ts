@@ -91,7 +91,7 @@ export function userDataObject(vm: Vm, o: { authorizedKey: string; hostKey: Host
   if (gid !== undefined) {
     // cloud-init cannot give a user group a fixed gid: create it first (idempotent, values passed as arguments).
     user.primary_group = vm.user;
-    doc.bootcmd = [["sh", "-c", 'getent group "$1" >/dev/null || groupadd -o -g "$2" "$1"', "aivm-group", vm.user, String(gid)]];
+    doc.bootcmd = [...((doc.bootcmd as unknown[]) ?? []), ["sh", "-c", 'getent group "$1" >/dev/null || groupadd -o -g "$2" "$1"', "aivm-group", vm.user, String(gid)]];
   }
   return doc;
 }

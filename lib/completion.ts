@@ -1,64 +1,48 @@
-// Shell completion scripts generated from the live command tree, plus value lists for flags and positionals.
-import type { ArgsDef, CommandDef } from "citty";
+// Shell completion scripts generated from the live command tree (lib/command-tree.ts): subcommands, flags, and each
+// value-taking flag's values as its argument definition says (an enum's options, names from the store, paths).
+import type { CmdNode, ValueSource } from "./command-tree.ts";
 
-export interface CmdNode {
-  path: string; // "" for the root, "vm up" for a leaf
-  subs: string[];
-  flags: string[];
-  positional?: string; // name of the first positional argument, if any
-}
-
-async function value<T>(v: unknown): Promise<T> {
-  return (typeof v === "function" ? await (v as () => unknown)() : await v) as T;
-}
-
-export async function commandTree(root: CommandDef<any>): Promise<CmdNode[]> {
-  const nodes: CmdNode[] = [];
-  async function walk(cmd: CommandDef<any>, path: string[]): Promise<void> {
-    const subs = (await value<Record<string, CommandDef<any>> | undefined>(cmd.subCommands)) ?? {};
-    const args = (await value<ArgsDef | undefined>(cmd.args)) ?? {};
-    const flags: string[] = [];
-    let positional: string | undefined;
-    for (const [k, d] of Object.entries(args)) {
-      if (d.type === "positional") positional ??= k;
-      else flags.push(`--${k}`);
-    }
-    nodes.push({ path: path.join(" "), subs: Object.keys(subs), flags: [...flags, "--help"], positional });
-    for (const [name, sub] of Object.entries(subs)) await walk(await value<CommandDef<any>>(sub), [...path, name]);
-  }
-  await walk(root, []);
-  return nodes;
-}
-
-/** Which dynamic list completes a positional or a flag value. */
-export function valueSource(node: CmdNode, flag?: string): string {
-  if (flag === "--vm") return "list:vms";
-  if (flag === "--config") return "files";
-  if (flag === "--guest-dst") return "none";
-  if (flag === "--mode") return "words:shared-root shared git";
-  if (flag === "--access") return "words:rw ro";
-  if (flag === "--git-guard") return "words:on off";
-  if (flag === "--part") return "words:user-data meta-data network-config";
-  if (flag === "--restart") return "words:auto always never";
-  if (flag === "--suite") return "words:bookworm trixie";
-  if (flag) return "none";
-  if (node.positional === "shell") return "words:bash zsh fish";
-  if (node.positional === "dir") return "dirs";
-  if (node.positional === "path") return "files";
-  if (node.positional === "name" && /^(net|fw) /.test(node.path)) return "list:networks";
-  return "none";
-}
-
-const VALUE_FLAGS = ["--vm", "--config", "--mode", "--access", "--git-guard", "--part", "--restart", "--suite", "--guest-dst", "--timeout"];
+export { commandTree, SHELLS } from "./command-tree.ts";
 
 function q(s: string): string {
   return `'${s.replaceAll("'", `'\\''`)}'`;
 }
 
+/** A source as one word the scripts understand: list:vms, words:a b, files, dirs, none. */
+export function sourceWord(s: ValueSource): string {
+  return s.kind === "list" ? `list:${s.what}` : s.kind === "words" ? `words:${s.words.join(" ")}` : s.kind;
+}
+
+/**
+ * What each value-taking flag completes to: one global entry per flag name where every command agrees, and one per
+ * command where they differ. `flag` -> source word, or `path|flag` -> source word.
+ */
+export function flagSources(nodes: CmdNode[]): { global: Map<string, string>; perPath: Map<string, string> } {
+  const seen = new Map<string, Set<string>>();
+  for (const n of nodes) for (const f of n.flags) if (f.takesValue) (seen.get(f.flag) ?? seen.set(f.flag, new Set()).get(f.flag)!).add(sourceWord(f.source));
+  const global = new Map<string, string>();
+  const perPath = new Map<string, string>();
+  for (const [flag, srcs] of seen) {
+    if (srcs.size === 1) global.set(flag, [...srcs][0]!);
+    else for (const n of nodes) for (const f of n.flags) if (f.flag === flag && f.takesValue) perPath.set(`${n.path}|${flag}`, sourceWord(f.source));
+  }
+  for (const n of nodes) for (const f of n.flags) if (f.takesValue && f.short) (seen.get(f.flag)!.size === 1 ? global.set(f.short, global.get(f.flag)!) : perPath.set(`${n.path}|${f.short}`, sourceWord(f.source)));
+  return { global, perPath };
+}
+
+/**
+ * bash (and zsh through bashcompinit): no mapfile (zsh has none), no variable named `path` (zsh ties it to PATH),
+ * and the words read with 0-based slices, which both shells count alike.
+ */
 export function bashScript(nodes: CmdNode[]): string {
+  const { global, perPath } = flagSources(nodes);
   const subsCase = nodes.filter((n) => n.subs.length).map((n) => `    ${q(n.path)}) echo ${q(n.subs.join(" "))} ;;`).join("\n");
-  const flagsCase = nodes.map((n) => `    ${q(n.path)}) echo ${q(n.flags.join(" "))} ;;`).join("\n");
-  const posCase = nodes.filter((n) => !n.subs.length && valueSource(n) !== "none").map((n) => `    ${q(n.path)}) _aivm_values ${q(valueSource(n))} ;;`).join("\n");
+  const flagsCase = nodes.map((n) => `    ${q(n.path)}) echo ${q(n.flags.flatMap((f) => (f.short ? [f.flag, f.short] : [f.flag])).join(" "))} ;;`).join("\n");
+  const valueCase = [
+    ...[...perPath].map(([k, v]) => `    ${q(k)}) echo ${q(v)} ;;`),
+    ...[...global].map(([k, v]) => `    *${q(`|${k}`)}) echo ${q(v)} ;;`),
+  ].join("\n");
+  const posCase = nodes.filter((n) => !n.subs.length && n.positional && n.positional.source.kind !== "none").map((n) => `    ${q(n.path)}) _aivm_values ${q(sourceWord(n.positional!.source))} ;;`).join("\n");
   return `# bash completion for aivm (generated by \`aivm completion bash\`)
 _aivm_subs() {
   case "$1" in
@@ -70,87 +54,117 @@ _aivm_flags() {
 ${flagsCase}
   esac
 }
+# the values a flag takes on a command ("none": a value without completion); no output: the flag takes none
+_aivm_flagvalue() {
+  case "$1|$2" in
+${valueCase}
+  esac
+}
+_aivm_reply() {
+  local w
+  COMPREPLY=()
+  while IFS= read -r w; do [[ -n $w ]] && COMPREPLY+=("$w"); done < <(compgen "$@" -- "$cur")
+}
 _aivm_values() {
-  local src="$1" prog="\${COMP_WORDS[0]}"
+  local src="$1"
   case "$src" in
-    list:*) mapfile -t COMPREPLY < <(compgen -W "$("$prog" completion --list "\${src#list:}" 2>/dev/null)" -- "$cur") ;;
-    words:*) mapfile -t COMPREPLY < <(compgen -W "\${src#words:}" -- "$cur") ;;
-    dirs) mapfile -t COMPREPLY < <(compgen -d -- "$cur") ;;
-    files) mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
+    list:*) _aivm_reply -W "$("$prog" completion --list "\${src#list:}" 2>/dev/null | tr '\\n' ' ')" ;;
+    words:*) _aivm_reply -W "\${src#words:}" ;;
+    dirs) _aivm_reply -d ;;
+    files) _aivm_reply -f ;;
   esac
 }
 _aivm() {
-  local cur="\${COMP_WORDS[COMP_CWORD]}" prev="\${COMP_WORDS[COMP_CWORD-1]}" path="" w i subs
+  [[ -n \${ZSH_VERSION-} ]] && emulate -L ksh
+  local cur prev prog cmdpath="" w i subs src
+  cur="\${COMP_WORDS[@]:$COMP_CWORD:1}"
+  prev="\${COMP_WORDS[@]:$((COMP_CWORD - 1)):1}"
+  prog="\${COMP_WORDS[@]:0:1}"
   COMPREPLY=()
   for ((i = 1; i < COMP_CWORD; i++)); do
-    w="\${COMP_WORDS[i]}"
+    w="\${COMP_WORDS[@]:$i:1}"
     [[ $w == -- ]] && return 0
-    [[ $w == -* ]] && continue
-    subs=" $(_aivm_subs "$path") "
-    [[ $subs == *" $w "* ]] && path="\${path:+$path }$w"
+    if [[ $w == -* ]]; then
+      [[ $w != *=* && -n $(_aivm_flagvalue "$cmdpath" "$w") ]] && ((i++))
+      continue
+    fi
+    subs=" $(_aivm_subs "$cmdpath") "
+    [[ $subs == *" $w "* ]] && cmdpath="\${cmdpath:+$cmdpath }$w"
   done
-  case "$prev" in
-    --vm) _aivm_values list:vms; return 0 ;;
-    --config) _aivm_values files; return 0 ;;
-    --mode) _aivm_values "words:shared-root shared git"; return 0 ;;
-    --access) _aivm_values "words:rw ro"; return 0 ;;
-    --git-guard) _aivm_values "words:on off"; return 0 ;;
-    --part) _aivm_values "words:user-data meta-data network-config"; return 0 ;;
-    --restart) _aivm_values "words:auto always never"; return 0 ;;
-    --suite) _aivm_values "words:bookworm trixie"; return 0 ;;
-    --guest-dst|--timeout) return 0 ;;
-  esac
+  if [[ $prev == -* && $COMP_CWORD -gt 1 ]]; then
+    src="$(_aivm_flagvalue "$cmdpath" "$prev")"
+    if [[ -n $src ]]; then
+      _aivm_values "$src"
+      return 0
+    fi
+  fi
   if [[ $cur == -* ]]; then
-    mapfile -t COMPREPLY < <(compgen -W "$(_aivm_flags "$path")" -- "$cur"); return 0
+    _aivm_reply -W "$(_aivm_flags "$cmdpath")"
+    return 0
   fi
-  subs="$(_aivm_subs "$path")"
+  subs="$(_aivm_subs "$cmdpath")"
   if [[ -n $subs ]]; then
-    mapfile -t COMPREPLY < <(compgen -W "$subs" -- "$cur"); return 0
+    _aivm_reply -W "$subs"
+    return 0
   fi
-  case "$path" in
+  case "$cmdpath" in
 ${posCase}
   esac
 }
-complete -o default -F _aivm aivm
+complete -F _aivm aivm
 `;
 }
 
 export function zshScript(nodes: CmdNode[]): string {
   return `#compdef aivm
 # zsh completion for aivm (generated by \`aivm completion zsh\`): the bash completion through bashcompinit
-autoload -U +X compinit && compinit -u
+(( $+functions[compdef] )) || { autoload -U +X compinit && compinit -u; }
 autoload -U +X bashcompinit && bashcompinit
 ${bashScript(nodes)}`;
 }
 
+/** fish: -x (a value, no file names) for lists, words and value flags without completion; -r -F for files. */
 export function fishScript(nodes: CmdNode[]): string {
   const lines = ["# fish completion for aivm (generated by `aivm completion fish`)", "complete -c aivm -f"];
-  const cond = (path: string) => {
-    const words = path ? path.split(" ") : [];
-    // fish: the typed words so far (excluding the program) must equal this path, as subcommands
-    return `__aivm_path_is ${words.map(q).join(" ")}`.trimEnd();
-  };
   lines.push(`function __aivm_path_is
   set -l subs
+  set -l skip 0
   for w in (commandline -opc)[2..-1]
-    string match -q -- '-*' $w; and continue
+    if test $skip = 1
+      set skip 0
+      continue
+    end
+    if string match -q -- '-*' $w
+      contains -- $w $__aivm_value_flags; and set skip 1
+      continue
+    end
     set -a subs $w
   end
   test "$subs" = "$argv"
 end`);
-  for (const n of nodes) {
-    if (n.subs.length) lines.push(`complete -c aivm -n ${q(cond(n.path))} -a ${q(n.subs.join(" "))}`);
-    for (const f of n.flags) {
-      const src = valueSource(n, f);
-      const arg = src.startsWith("list:") ? ` -r -a '(aivm completion --list ${src.slice(5)} 2>/dev/null)'` : src.startsWith("words:") ? ` -r -a ${q(src.slice(6))}` : src === "files" ? " -r -F" : VALUE_FLAGS.includes(f) ? " -r" : "";
-      lines.push(`complete -c aivm -n ${q(cond(n.path))} -l ${f.slice(2)}${arg}`);
+  const valueFlags = new Set<string>();
+  for (const n of nodes) for (const f of n.flags) if (f.takesValue) { valueFlags.add(f.flag); if (f.short) valueFlags.add(f.short); }
+  lines.push(`set -g __aivm_value_flags ${[...valueFlags].sort().map(q).join(" ")}`);
+  const cond = (path: string) => q(`__aivm_path_is ${(path ? path.split(" ") : []).map(q).join(" ")}`.trimEnd());
+  const values = (s: ValueSource): string => {
+    switch (s.kind) {
+      case "list": return ` -x -a ${q(`(aivm completion --list ${s.what} 2>/dev/null)`)}`;
+      case "words": return ` -x -a ${q(s.words.join(" "))}`;
+      case "files": return " -r -F";
+      case "dirs": return ` -x -a ${q("(__fish_complete_directories)")}`;
+      case "none": return " -x";
     }
-    if (!n.subs.length) {
-      const src = valueSource(n);
-      if (src.startsWith("list:")) lines.push(`complete -c aivm -n ${q(cond(n.path))} -a '(aivm completion --list ${src.slice(5)} 2>/dev/null)'`);
-      else if (src.startsWith("words:")) lines.push(`complete -c aivm -n ${q(cond(n.path))} -a ${q(src.slice(6))}`);
-      else if (src === "dirs") lines.push(`complete -c aivm -n ${q(cond(n.path))} -a '(__fish_complete_directories)'`);
-      else if (src === "files") lines.push(`complete -c aivm -n ${q(cond(n.path))} -F`);
+  };
+  for (const n of nodes) {
+    if (n.subs.length) lines.push(`complete -c aivm -n ${cond(n.path)} -a ${q(n.subs.join(" "))}`);
+    for (const f of n.flags) {
+      const short = f.short ? ` -s ${f.short.slice(1)}` : "";
+      const d = f.description ? ` -d ${q(f.description.slice(0, 60))}` : "";
+      lines.push(`complete -c aivm -n ${cond(n.path)} -l ${f.flag.slice(2)}${short}${f.takesValue ? values(f.source) : ""}${d}`);
+    }
+    if (!n.subs.length && n.positional && n.positional.source.kind !== "none") {
+      const v = values(n.positional.source).replace(/^ -x/, "").replace(/^ -r -F$/, " -F");
+      lines.push(`complete -c aivm -n ${cond(n.path)}${v}`);
     }
   }
   return lines.join("\n") + "\n";

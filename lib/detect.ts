@@ -236,7 +236,10 @@ export function formatTable(rows: [string, string, string][]): string {
 export async function createIdentity(runner: Runner, path: string, host = hostname()): Promise<boolean> {
   const argv = sshKeygenArgv(path, host);
   const mkdir = ["mkdir", "-p", "-m", "700", dirname(path)];
-  if (!runner.dryRun) {
+  if (runner.dryRun) {
+    // as the real run: without --yes and without a terminal to ask on, the key is not made (the caller says so)
+    if (!runner.yes && !runner.interactive) return false;
+  } else {
     const ok = await runner.confirm("ssh key", `No SSH key found. Create ${path} (ed25519, no passphrase)?`);
     if (!ok) return false;
   }

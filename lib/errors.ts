@@ -74,7 +74,9 @@ export function formatError(err: unknown): { lines: string[]; exitCode: number }
   }
   const e = err as { name?: string; code?: string; message?: string };
   if (e?.name === "CLIError") {
-    return { lines: [`aivm: usage: ${e.message}`, "hint: see `aivm --help`"], exitCode: EXIT.USAGE };
+    // citty colours its messages (an enum's value, its options) whatever stderr is: plain text here
+    // eslint-disable-next-line no-control-regex
+    return { lines: [`aivm: usage: ${(e.message ?? "").replace(/\x1b\[[0-9;]*m/g, "")}`, "hint: see `aivm --help`"], exitCode: EXIT.USAGE };
   }
   return { lines: [`aivm: internal error: ${e?.message ?? String(err)}`], exitCode: EXIT.FAILED };
 }

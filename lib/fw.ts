@@ -4,6 +4,7 @@ import type { Network } from "./config/model.ts";
 import { AivmError, lastLine } from "./errors.ts";
 import { fill, nftString } from "./render.ts";
 import type { Runner } from "./run.ts";
+import type { Action } from "./steps.ts";
 import { BRIDGE_RE, intToIpv4, ipv4ToInt, NAME_RE, parseCidr, portProblem, type Cidr } from "./validate.ts";
 
 /** `inet aivm_<network name with - as _>` (network names are [a-z0-9-], so the mapping is one-to-one). */
@@ -159,6 +160,11 @@ export function formatFwStatus(s: FwStatus): string {
   ].join("\n");
 }
 
+/** The action that loads (or atomically replaces) the network's table. */
+export function loadRulesetAction(net: Network): Action {
+  return { kind: "run", argv: ["nft", "-f", "-"], input: renderRuleset(net), privileged: true };
+}
+
 /** Load the rendered table when the live one differs (one atomic `nft -f -`). */
 export async function applyFirewall(runner: Runner, net: Network): Promise<"applied" | "unchanged" | "disabled"> {
   if (!net.firewall.enabled) return "disabled";
@@ -169,7 +175,7 @@ export async function applyFirewall(runner: Runner, net: Network): Promise<"appl
     title: `${live === null ? "Load" : "Replace"} firewall table inet ${table}`,
     why: `isolate the guests on ${net.bridge} from the host and from ${net.firewall.blockCidrs.length ? "blocked ranges" : "the host"}`,
     consent: true,
-    actions: [{ kind: "run", argv: ["nft", "-f", "-"], input: renderRuleset(net), privileged: true }],
+    actions: [loadRulesetAction(net)],
   });
   return "applied";
 }

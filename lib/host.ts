@@ -21,6 +21,8 @@ export interface Host {
   env: Record<string, string | undefined>;
   uid: number;
   gid: number;
+  /** the directory aivm was started in */
+  cwd(): string;
   exists(path: string): boolean;
   /** stat (following symlinks), or null when it does not exist or cannot be read */
   stat(path: string): FileStat | null;
@@ -56,6 +58,7 @@ export const realHost: Host = {
   env: process.env,
   uid: process.getuid?.() ?? 0,
   gid: process.getgid?.() ?? 0,
+  cwd: () => process.cwd(),
   exists: existsSync,
   stat: (p) => attempt(() => fileStat(statSync(p))),
   lstat: (p) => attempt(() => fileStat(lstatSync(p))),

@@ -1,7 +1,8 @@
 // Fetching a base image into the cache: to <sha256>.img.part under a per-image lock, hashed and checked against the
-// pinned sha256, format-checked, then promoted by one atomic rename. A failed fetch leaves the cache as it was.
-import { existsSync, statSync } from "node:fs";
-import { basename } from "node:path";
+// pinned sha256, format-checked, then promoted by one atomic rename. A failed fetch leaves the cache as it was:
+// no .part, no lock file, and no cache directory it had to create.
+import { existsSync, rmdirSync, statSync } from "node:fs";
+import { basename, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { cachedImage, CachedImage, checkSha, imageFiles, ImageFormat, Manifest, renderManifest, sha256File } from "./image.ts";
 import { AivmError, ConfigError, EXIT } from "./errors.ts";
@@ -65,7 +66,11 @@ export async function ensureImage(runner: Runner, paths: Paths, image: Image, op
     return { image: { sha256: sha, path: f.img, format: "qcow2" }, fetched: true };
   }
 
+  // the directories `mkdir -p` is about to make: removed again when the fetch fails and leaves them empty
+  const made: string[] = [];
+  for (let d = paths.imageCache; !existsSync(d) && d !== dirname(d); d = dirname(d)) made.push(d);
   await runner.exec(["mkdir", "-p", paths.imageCache], { what: "image cache" });
+  let ok = false;
   const release = await lockImage(f.lock, sha, opts.lockWaitMs ?? 3 * 60 * 60 * 1000);
   try {
     const again = cachedImage(paths, sha);
@@ -93,6 +98,7 @@ export async function ensureImage(runner: Runner, paths: Paths, image: Image, op
       const done = cachedImage(paths, sha);
       if (!done) throw new AivmError("image fetch", `${f.img} is missing after the rename`, EXIT.FAILED);
       log.success(`cached ${basename(f.img)} (${format})`);
+      ok = true;
       return { image: done, fetched: true };
     } catch (e) {
       await runner.remove(f.part).catch(() => {});
@@ -100,7 +106,19 @@ export async function ensureImage(runner: Runner, paths: Paths, image: Image, op
       throw e;
     }
   } finally {
-    release();
+    release(); // removes the lock file
+    if (!ok) removeEmpty(made);
+  }
+}
+
+/** rmdir each directory (innermost first) while it is empty: what a failed fetch made and left empty. */
+function removeEmpty(dirs: string[]): void {
+  for (const d of dirs) {
+    try {
+      rmdirSync(d);
+    } catch {
+      return;
+    }
   }
 }
 

@@ -1,8 +1,10 @@
 // Lock files held with flock(2): the kernel drops the lock when its holder dies (kill -9 included), so a lock
 // left by a killed process is taken over at once, with no pid guessing and no race between two takers.
-// The file itself stays (unlinking a flock file races with waiters); it holds the last holder's pid, for messages.
+// The holder removes the file when it lets go, so nothing is left behind. That is safe because a taker checks, once
+// it holds the flock, that the path still names the file it locked (a file unlinked in between is let go and the
+// take retried); waiters poll without holding the file open. The file holds the holder's pid, for messages.
 // Fallback where flock cannot be loaded: an O_EXCL pid file created with link(2), so it is never seen empty.
-import { closeSync, ftruncateSync, linkSync, mkdirSync, openSync, readFileSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, ftruncateSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import { dlopen, FFIType } from "bun:ffi";
 import { AivmError, EXIT } from "./errors.ts";
@@ -51,11 +53,25 @@ function holderPid(path: string): number | undefined {
   }
 }
 
-/** flock: returns the open fd when locked, or null when someone else holds it. */
-function tryFlock(path: string, flock: FlockFn): number | null {
-  const fd = openOwnFile(path, 0o600); // never O_TRUNC through a planted symlink
+/** The path still names the file open on fd (the last holder did not unlink it before we locked it). */
+function stillNamed(path: string, fd: number): boolean {
+  try {
+    const a = fstatSync(fd);
+    const b = lstatSync(path);
+    return a.ino === b.ino && a.dev === b.dev;
+  } catch {
+    return false;
+  }
+}
 
+/** flock: returns the open fd when locked, "retry" when the file was removed under us, or null when someone else holds it. */
+function tryFlock(path: string, flock: FlockFn): number | "retry" | null {
+  const fd = openOwnFile(path, 0o600); // never O_TRUNC through a planted symlink
   if (flock(fd, LOCK_EX | LOCK_NB) === 0) {
+    if (!stillNamed(path, fd)) {
+      closeSync(fd);
+      return "retry";
+    }
     ftruncateSync(fd, 0);
     writeSync(fd, String(process.pid));
     return fd;
@@ -109,7 +125,9 @@ export function acquireLock(path: string, opts: LockOptions = {}): () => void {
   let fd: number | null = null;
   for (;;) {
     if (flock) {
-      fd = tryFlock(path, flock);
+      const r = tryFlock(path, flock);
+      if (r === "retry") continue;
+      fd = r;
       if (fd !== null) break;
     } else {
       const r = tryPidFile(path);
@@ -126,8 +144,9 @@ export function acquireLock(path: string, opts: LockOptions = {}): () => void {
   held.add(path);
   return () => {
     held.delete(path);
+    // unlink while still holding the flock: a taker that opened the old file sees it is no longer named and retries
+    try { unlinkSync(path); } catch {}
     if (fd !== null) closeSync(fd); // closing drops the flock
-    else try { unlinkSync(path); } catch {}
   };
 }
 

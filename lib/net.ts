@@ -96,7 +96,15 @@ function netAction(uri: string, ...args: string[]): Action {
   return { kind: "run", argv: virshArgv(uri, ...args) };
 }
 
-/** Define (from stdin), start and autostart when missing; start when inactive; nothing when active. */
+/** The actions that create a network: define (from stdin), start, autostart. */
+export function createNetworkActions(uri: string, net: Network): Action[] {
+  return [
+    { kind: "run", argv: virshArgv(uri, "net-define", "/dev/stdin"), input: renderNetworkXml(net) },
+    netAction(uri, "net-start", net.name),
+    netAction(uri, "net-autostart", net.name),
+  ];
+}
+
 /** Define (from stdin), start and autostart when missing; start when inactive; nothing when active. `known`: state already read. */
 export async function ensureNetwork(runner: Runner, uri: string, net: Network, known?: NetState & { xml?: LiveNetConfig | null }): Promise<"created" | "started" | "unchanged"> {
   const st = known ?? (await networkState(runner, uri, net.name));
@@ -106,11 +114,7 @@ export async function ensureNetwork(runner: Runner, uri: string, net: Network, k
       title: `Create network ${net.name}`,
       why: `the VMs' NAT network (${net.subnet} on bridge ${net.bridge})`,
       consent: true,
-      actions: [
-        { kind: "run", argv: virshArgv(uri, "net-define", "/dev/stdin"), input: renderNetworkXml(net) },
-        netAction(uri, "net-start", net.name),
-        netAction(uri, "net-autostart", net.name),
-      ],
+      actions: createNetworkActions(uri, net),
     });
     return "created";
   }

@@ -3,6 +3,7 @@
 // runs them through a Backend: zx for what changes things, a direct spawn (no zx, no shell) for short reads, a
 // recorder in tests. Every running child and every registered cleanup is undone when aivm is interrupted.
 import { rmSync } from "node:fs";
+import { dirname } from "node:path";
 import { AivmError, EXIT, lastLine, UsageError } from "./errors.ts";
 import { writeFileAtomicSync } from "./fsutil.ts";
 import { realHost, type Host } from "./host.ts";
@@ -50,8 +51,8 @@ export interface RunnerOptions {
   interactive?: boolean;
   /** where --dry-run output goes (default stdout) */
   print?: (text: string) => void;
-  /** how to ask (default: a line on stderr, answer from stdin) */
-  ask?: (question: string) => Promise<string>;
+  /** how to ask (default: a line on stderr, answer from stdin); null: end of input (Ctrl-D) */
+  ask?: (question: string) => Promise<string | null>;
   /** what the host looks like (default: this machine) */
   host?: Host;
 }
@@ -84,7 +85,7 @@ export class Runner {
   private approvedAll = false;
   /** where --dry-run output goes */
   readonly print: (text: string) => void;
-  private readonly askFn: (q: string) => Promise<string>;
+  private readonly askFn: (q: string) => Promise<string | null>;
 
   constructor(
     readonly backend: Backend,
@@ -121,6 +122,8 @@ export class Runner {
   /** Write a file atomically. Under --dry-run it is printed and not written. */
   async writeFile(path: string, content: string, mode?: number): Promise<void> {
     if (this.dryRun) {
+      // the real write makes missing parent directories (fsutil.ts): so does the printed text, to run as pasted
+      if (!this.host.exists(dirname(path))) this.print(shellJoin(["mkdir", "-p", dirname(path)]));
       this.print(describeAction({ kind: "write", path, content, mode }));
       return;
     }
@@ -139,11 +142,13 @@ export class Runner {
 
   /**
    * Ask the user one question and return the answer (trimmed). Every question aivm asks goes through here: without a
-   * terminal it refuses (exit 2, naming the flag that answers it); Ctrl-C is exit 130; Ctrl-D is an empty answer.
+   * terminal it refuses (exit 2, naming the flag that answers it); Ctrl-C is exit 130; Ctrl-D (end of input) is a
+   * "no": the answer `o.eof` (default "no"), never the default of a [Y/n] question.
    */
-  async ask(what: string, question: string, hint = "re-run with --yes"): Promise<string> {
+  async ask(what: string, question: string, hint = "re-run with --yes", o: { eof?: string } = {}): Promise<string> {
     if (!this.interactive) throw new UsageError(what, "needs an answer, but there is no terminal to ask on", hint);
-    return (await this.askFn(question)).trim();
+    const a = await this.askFn(question);
+    return a === null ? (o.eof ?? "no") : a.trim();
   }
 
   /** Ask a yes/no question (consent for a change), honouring --yes and refusing without a terminal. */
@@ -152,7 +157,7 @@ export class Runner {
     if (!this.interactive) {
       throw new UsageError(what, "needs your approval, but there is no terminal to ask on", "re-run with --yes");
     }
-    const a = (await this.askFn(`${question} [y/N] `)).trim().toLowerCase();
+    const a = ((await this.askFn(`${question} [y/N] `)) ?? "no").trim().toLowerCase();
     return a === "y" || a === "yes";
   }
 
@@ -171,7 +176,7 @@ export class Runner {
       }
       log.info(preview.join("\n"));
       for (;;) {
-        const a = (await this.askFn("Approve this step? [y]es/[a]ll/[s]how/[N]o ")).trim().toLowerCase();
+        const a = ((await this.askFn("Approve this step? [y]es/[a]ll/[s]how/[N]o ")) ?? "no").trim().toLowerCase();
         if (a === "s" || a === "show") {
           for (const act of step.actions) process.stderr.write(describeAction(act, !this.isRoot) + "\n");
           continue;

@@ -7,6 +7,7 @@ import { ipv4ToInt } from "./validate.ts";
 import { AivmError, EXIT } from "./errors.ts";
 import type { Runner } from "./run.ts";
 import { log } from "./log.ts";
+import { cachedIp, vmFiles } from "./vm/files.ts";
 import { aliasAdvice, checkAlias } from "./ssh-alias.ts";
 
 export function knownHostsFile(vm: Vm): string {
@@ -15,18 +16,12 @@ export function knownHostsFile(vm: Vm): string {
 
 /** Where `aivm vm wait` records the VM's address. */
 export function ipFile(vm: Vm): string {
-  return join(vm.dir, "ip");
+  return vmFiles(vm).ipCache;
 }
 
-/** The last address `aivm vm wait` saw, or null when there is none (or it is not an IPv4 address). */
+/** The last address `aivm vm wait` saw, or null when there is none (or it is not an IPv4 address: readIpFile says which). */
 export function knownIp(vm: Vm): string | null {
-  let text: string;
-  try {
-    text = readFileSync(ipFile(vm), "utf8").trim();
-  } catch {
-    return null;
-  }
-  return ipv4ToInt(text) === undefined ? null : text;
+  return cachedIp(vm);
 }
 
 function checkIp(ip: string): string {
@@ -91,6 +86,12 @@ export function beginMarker(vmName: string): string {
   return `# >>> aivm:${vmName} >>>`;
 }
 
+/**
+ * Appended to the begin marker when aivm had to add a line break before its block (the file did not end with one),
+ * so that removing the block gives back the original bytes.
+ */
+export const ADDED_EOL_NOTE = " (aivm added the line break above)";
+
 export function endMarker(vmName: string): string {
   return `# <<< aivm:${vmName} <<<`;
 }
@@ -119,6 +120,8 @@ interface Range {
   start: number;
   end: number;
   eol: string;
+  /** the begin marker carries ADDED_EOL_NOTE */
+  addedEol: boolean;
 }
 
 /** The byte ranges of a VM's managed blocks (begin marker line through end marker line and its line break). */
@@ -126,19 +129,19 @@ function findBlocks(text: string, vmName: string): Range[] {
   const begin = beginMarker(vmName);
   const end = endMarker(vmName);
   const ranges: Range[] = [];
-  let open: { start: number; eol: string } | null = null;
+  let open: { start: number; eol: string; addedEol: boolean } | null = null;
   let pos = 0;
   while (pos < text.length) {
     const nl = text.indexOf("\n", pos);
     const next = nl < 0 ? text.length : nl + 1;
     const raw = text.slice(pos, nl < 0 ? text.length : nl);
     const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
-    if (line === begin) {
+    if (line === begin || line === begin + ADDED_EOL_NOTE) {
       if (open) throw new AivmError("ssh config", `a second "${begin}" line before the block's end marker`, EXIT.FAILED, "fix the file by hand");
-      open = { start: pos, eol: raw.endsWith("\r") ? "\r\n" : "\n" };
+      open = { start: pos, eol: raw.endsWith("\r") ? "\r\n" : "\n", addedEol: line !== begin };
     } else if (line === end) {
       if (!open) throw new AivmError("ssh config", `"${end}" without its begin marker`, EXIT.FAILED, "fix the file by hand");
-      ranges.push({ start: open.start, end: next, eol: open.eol });
+      ranges.push({ start: open.start, end: next, eol: open.eol, addedEol: open.addedEol });
       open = null;
     }
     pos = next;
@@ -162,26 +165,32 @@ export function upsertBlock(text: string, vmName: string, block: string): string
     throw new Error(`the block for ${vmName} must start with "${beginMarker(vmName)}" and end with "${endMarker(vmName)}"`);
   }
   const ranges = findBlocks(text, vmName);
+  const noted = (b: string) => b.replace(beginMarker(vmName), beginMarker(vmName) + ADDED_EOL_NOTE);
   if (ranges.length === 0) {
     const eol = text.includes("\r\n") ? "\r\n" : "\n";
-    const head = text === "" || text.endsWith("\n") ? text : text + eol;
-    return head + withEol(block, eol);
+    if (text === "" || text.endsWith("\n")) return text + withEol(block, eol);
+    return text + eol + withEol(noted(block), eol);
   }
   let result = "";
   let pos = 0;
   ranges.forEach((r, i) => {
-    result += text.slice(pos, r.start) + (i === 0 ? withEol(block, r.eol) : "");
+    result += text.slice(pos, r.start) + (i === 0 ? withEol(r.addedEol ? noted(block) : block, r.eol) : "");
     pos = r.end;
   });
   return result + text.slice(pos);
 }
 
-/** Drop the VM's managed block(s); everything else stays byte-for-byte. */
+/**
+ * Drop the VM's managed block(s); everything else stays byte-for-byte. A line break aivm added before its block (the
+ * file had none at its end) goes with it when the block still ends the file, so the original bytes come back.
+ */
 export function removeBlock(text: string, vmName: string): string {
   let result = "";
   let pos = 0;
   for (const r of findBlocks(text, vmName)) {
-    result += text.slice(pos, r.start);
+    let head = text.slice(pos, r.start);
+    if (r.addedEol && r.end === text.length && head.endsWith(r.eol)) head = head.slice(0, -r.eol.length);
+    result += head;
     pos = r.end;
   }
   return result + text.slice(pos);
@@ -209,13 +218,25 @@ function readText(file: string): string | null {
   }
 }
 
+/**
+ * The mode to write the file with: its own (a 0644 ~/.ssh/config stays 0644), without write bits for group and
+ * others (ssh refuses such a file: "Bad owner or permissions"; said when dropped); 0600 for a new file.
+ */
+export function configMode(runner: Runner, file: string): number {
+  const st = runner.host.stat(file);
+  if (!st) return 0o600;
+  const mode = st.mode & 0o7777;
+  if (mode & 0o022) log.warn(`${file} is writable by ${mode & 0o002 ? "others" : "its group"} (mode ${mode.toString(8)}), which ssh refuses: writing it as ${(mode & ~0o022).toString(8)}`);
+  return mode & ~0o022;
+}
+
 async function writeConfig(runner: Runner, file: string, before: string | null, after: string, question: string): Promise<void> {
   if (!runner.dryRun && !(await runner.confirm("ssh config", question))) {
     throw new AivmError("ssh config", `${file} not changed: not approved`, EXIT.FAILED);
   }
   const dir = dirname(file);
   if (!existsSync(dir)) await runner.exec(["mkdir", "-p", "-m", "700", dir], { what: "ssh config" });
-  await runner.writeFile(file, after, 0o600);
+  await runner.writeFile(file, after, configMode(runner, file));
   log.debug(`ssh config: ${file}: ${before === null ? "created" : "updated"}`);
 }
 

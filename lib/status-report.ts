@@ -42,6 +42,8 @@ export const LABELS: Record<LayerName, string> = {
 export interface StatusReport {
   /** the VM the report is about; null when the store records none (host-level part only) */
   vm: string | null;
+  /** which rule chose the VM (--vm, folder, only, picked) and why; null when vm is null */
+  chosen: { rule: string; why: string } | null;
   /** the VM is recorded in [[vms]] */
   recorded: boolean;
   config: string;
@@ -101,7 +103,7 @@ const VM_LAYERS = new Set<LayerName>(["ip", "ssh", "cloud-init", "attachments", 
 export function formatStatus(r: StatusReport, o: { detail?: boolean } = {}): string {
   const word = (ok: Tri) => (ok === true ? "true" : ok === false ? "false" : "unknown");
   const width = Math.max(...r.layers.map((l) => LABELS[l.name].length));
-  const lines = [r.vm ? `VM ${r.vm}${r.recorded ? "" : " (not created yet)"}` : "no VM in the config store: host-level checks only"];
+  const lines = [r.vm ? `VM ${r.vm}${r.recorded ? "" : " (not created yet)"}${r.chosen ? ` (chosen: ${r.chosen.why})` : ""}` : "no VM in the config store: host-level checks only"];
   for (const l of r.layers) {
     if (!r.vm && VM_LAYERS.has(l.name)) continue;
     const text = l.ok !== null || !l.reason ? l.detail : l.detail === "unknown" ? l.reason : `${l.detail} (${l.reason})`;

@@ -1,4 +1,7 @@
 import { describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { resolveVm } from "../lib/config/resolve.ts";
 import { userDataObject, HostKey, renderUserData, renderMetaData, renderNetworkConfig, cloudYaml, seedArgv } from "../lib/cloud-init.ts";
 import { macAddress } from "../lib/domain.ts";
@@ -22,6 +25,8 @@ const HOST: HostKey = {
 };
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEexampleEXAMPLEexampleEXAMPLEexample me@laptop";
 const HOSTILE_KEY = `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE it's "me": #1 - ü ✓ <&> {a: [b]} 52:54:00:12:34:56`;
+
+const PRUNE_BOOTCMD = ["sh", "-c", "if [ -x /usr/local/sbin/aivm-prune-locate ]; then /usr/local/sbin/aivm-prune-locate; fi"];
 
 describe("renderUserData", () => {
   const cases: [string, Parameters<typeof renderUserData>[1]][] = [
@@ -66,14 +71,46 @@ describe("renderUserData", () => {
       const d = userDataObject(vm(), { authorizedKey: KEY, hostKey: HOST, ...o }) as Record<string, any>;
       expect(d.users[0].uid).toBeUndefined();
       expect(d.users[0].primary_group).toBeUndefined();
-      expect(d.bootcmd).toBeUndefined();
+      expect(d.bootcmd).toEqual([PRUNE_BOOTCMD]);
     }
   });
 
   test("gid: the user's group is created with that gid before the user, values passed as arguments", () => {
     const d = userDataObject(vm(), { authorizedKey: KEY, hostKey: HOST, gid: 4242 }) as Record<string, any>;
     expect(d.users[0].primary_group).toBe("agent");
-    expect(d.bootcmd).toEqual([["sh", "-c", 'getent group "$1" >/dev/null || groupadd -o -g "$2" "$1"', "aivm-group", "agent", "4242"]]);
+    expect(d.bootcmd).toEqual([PRUNE_BOOTCMD, ["sh", "-c", 'getent group "$1" >/dev/null || groupadd -o -g "$2" "$1"', "aivm-group", "agent", "4242"]]);
+  });
+
+  test("updatedb (mlocate, plocate) skips the shared folders: the script, at every boot, once at first boot, after dpkg", () => {
+    const d = userDataObject(vm(), { authorizedKey: KEY, hostKey: HOST }) as Record<string, any>;
+    const script = d.write_files.find((f: { path: string }) => f.path === "/usr/local/sbin/aivm-prune-locate");
+    expect(script.permissions).toBe("0755");
+    expect(d.runcmd).toEqual([["/usr/local/sbin/aivm-prune-locate"]]);
+    expect(d.write_files.find((f: { path: string }) => f.path === "/etc/apt/apt.conf.d/99aivm-prune-locate").content).toContain("DPkg::Post-Invoke");
+    const dir = mkdtempSync(join(tmpdir(), "aivm-updatedb-"));
+    const file = join(dir, "script");
+    writeFileSync(file, script.content, { mode: 0o755 });
+    const run = (conf: string | null) => {
+      const c = join(dir, "updatedb.conf");
+      rmSync(c, { force: true });
+      if (conf !== null) writeFileSync(c, conf);
+      expect(Bun.spawnSync(["sh", file, c]).exitCode).toBe(0);
+      const once = conf === null ? null : readFileSync(c, "utf8");
+      // idempotent: a second run changes nothing
+      expect(Bun.spawnSync(["sh", file, c]).exitCode).toBe(0);
+      expect(conf === null ? null : readFileSync(c, "utf8")).toBe(once);
+      return once;
+    };
+    // Debian's mlocate/plocate default (abridged): the words are appended inside the quotes
+    expect(run('PRUNE_BIND_MOUNTS="yes"\nPRUNEPATHS="/tmp /var/spool /media"\nPRUNEFS="NFS afs proc"\n')).toBe(
+      'PRUNE_BIND_MOUNTS="yes"\nPRUNEPATHS="/tmp /var/spool /media /mnt/aivm-root"\nPRUNEFS="NFS afs proc virtiofs"\n',
+    );
+    // already there (anywhere in the list): unchanged; missing variables: added
+    expect(run('PRUNEFS="virtiofs NFS"\nPRUNEPATHS="/mnt/aivm-root"\n')).toBe('PRUNEFS="virtiofs NFS"\nPRUNEPATHS="/mnt/aivm-root"\n');
+    expect(run("# empty\n")).toBe('# empty\nPRUNEFS="virtiofs"\nPRUNEPATHS="/mnt/aivm-root"\n');
+    // no locate installed: nothing created (a later package install brings its own file, fixed after dpkg)
+    expect(run(null)).toBeNull();
+    expect(existsSync(join(dir, "updatedb.conf"))).toBe(false);
   });
 
   test.each([

@@ -44,6 +44,8 @@ describe("concurrent writers", () => {
     expect(store.doc.networks!.map((n) => n.name).sort()).toEqual(Array.from({ length: 20 }, (_, i) => `net-${i}`).sort());
     expect(store.doc.defaults?.vm?.cpus).toBe(2);
     expect(readdirSync(dir).filter((n) => n.endsWith(".tmp"))).toEqual([]);
+    // each holder removed the lock file as it let go (a taker re-checks the file it locked is still the named one)
+    expect(existsSync(lockPath(path))).toBe(false);
   }, 60_000);
 });
 
@@ -98,6 +100,7 @@ describe("lock", () => {
     const r = updateStore(path, (d) => { d.networks = [{ name: "n", subnet: "10.1.0.0/24" }]; });
     expect(r.wrote).toBe(true);
     expect(Date.now() - t0).toBeLessThan(1000);
+    expect(existsSync(lockPath(path))).toBe(false); // and the taker left nothing behind
   }, 30_000);
 
   test("the lock is re-entrant only when asked", () => {

@@ -337,8 +337,14 @@ describe("config init (fake Runner)", () => {
     await init(p2, dry.runner, { defaults: true });
     expect(existsSync(p2)).toBe(false);
     expect(dry.fake.commands()).toEqual(["ip -4 route"]); // only the read ran
-    const printed = dry.printed.join("\n");
-    expect(printed).toMatch(/ssh-keygen -q -t ed25519 -N '' -C aivm@\S+ -f \S+id_aivm_ed25519/);
+    // as the real run: without --yes and without a terminal no key is made, so none is printed
+    expect(dry.printed.join("\n")).not.toContain("ssh-keygen");
+    const p3 = join(tmp(), "config.toml");
+    const dryYes = fakeRunner({ dryRun: true, yes: true });
+    dryYes.fake.on(["ip", "-4", "route"], { stdout: ROUTES });
+    await init(p3, dryYes.runner, { defaults: true });
+    expect(dryYes.fake.commands()).toEqual(["ip -4 route"]);
+    expect(dryYes.printed.join("\n")).toMatch(/ssh-keygen -q -t ed25519 -N '' -C aivm@\S+ -f \S+id_aivm_ed25519/);
   });
 
   test("--defaults with no terminal and no key: writes the config, warns, creates nothing", async () => {

@@ -1,6 +1,6 @@
 // lib/share.ts planners by table, and share commands through the dispatcher with a fake runner.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runMain } from "./helpers/main.ts";
@@ -273,18 +273,28 @@ describe("guest fstab and scripts", () => {
     const r = Bun.spawnSync(["sh", "-c", `for a in ${joined}; do printf '%s\\0' "$a"; done`]);
     expect(r.stdout.toString().split("\0").slice(0, -1)).toEqual(words);
   });
-  test("the session command: mounted (builtins only, no sudo) -> cd and run the command as typed; exit code kept", () => {
+  test("the session command: mounted (builtins only, no sudo) -> cd and run --shell's line as typed; exit code kept", () => {
     const d = join(root, "my projé");
     mkdirSync(join(d, "sub"), { recursive: true });
     // /proc is a mount point here: the check passes and no sudo runs
-    const cmd = sessionCommand(att("/h", { guest_dst: "/proc" }), ["pwd;", "echo", "'$HOME'", ";", "exit", "7"], join(d, "sub"));
+    const cmd = sessionCommand(att("/h", { guest_dst: "/proc" }), { shell: "pwd; echo '$HOME' ; exit 7" }, join(d, "sub"));
     expect(cmd).toHaveLength(1);
     const r = Bun.spawnSync(["sh", "-c", cmd[0]!]);
     expect({ code: r.exitCode, out: r.stdout.toString() }).toEqual({ code: 7, out: `${join(d, "sub")}\n$HOME\n` });
   });
+  test("the session command: -- CMD ARG... keeps every argument whole (spaces, quotes, $, ;) and the exit code", () => {
+    const d = join(root, "argv case");
+    mkdirSync(d, { recursive: true });
+    const run = (argv: string[]) => Bun.spawnSync(["sh", "-c", sessionCommand(att("/h", { guest_dst: "/proc" }), { argv }, d)[0]!]);
+    expect(run(["sh", "-c", "exit 7"]).exitCode).toBe(7);
+    expect(run(["touch", "two words.txt", "it's $HOME; rm -rf x"]).exitCode).toBe(0);
+    expect(readdirSync(d).sort()).toEqual(["it's $HOME; rm -rf x", "two words.txt"]);
+    const words = ["printf", "%s|", "a b", "", "'q'", "\\n", "é"];
+    expect(run(words).stdout.toString()).toBe("a b||'q'|\\n|é|");
+  });
   test("the session command: not mounted -> the mount script under sudo, with its arguments quoted", () => {
     const a = att("/h/my proj", { guest_dst: "/nowhere/my proj" });
-    const cmd = sessionCommand(a, ["true"])[0]!;
+    const cmd = sessionCommand(a, { argv: ["true"] })[0]!;
     expect(cmd).toContain(`[ "$p" = '/nowhere/my\\040proj' ]`);
     expect(cmd).toContain(remoteCommand(["sudo", "-n", "sh", "-c", GUEST_MOUNT_SCRIPT, "aivm-mount", ...guestMountArgs(a)]).join(" "));
     // locally: the folder is not mounted, so it tries sudo (absent or refusing here) and stops with exit 1
@@ -292,7 +302,7 @@ describe("guest fstab and scripts", () => {
     expect(r.exitCode).toBe(1);
   });
   test("git mode: no mount check; interactive: a login shell", () => {
-    const cmd = sessionCommand(att("/r", { mode: "git" }), [])[0]!;
+    const cmd = sessionCommand(att("/r", { mode: "git" }), {})[0]!;
     expect(cmd).not.toContain("mountinfo");
     expect(cmd).toBe(`cd /r || exit 1; exec "\${SHELL:-/bin/sh}" -l`);
   });

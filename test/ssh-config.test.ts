@@ -1,12 +1,13 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { aivm, isolatedEnv } from "./helpers/cli.ts";
 import { aliasProblems, parseSshG } from "../lib/ssh-alias.ts";
 import { fakeRunner } from "./helpers/fake-runner.ts";
+import { readIpFile } from "../lib/vm/files.ts";
 import { resolveVm } from "../lib/config/resolve.ts";
-import { beginMarker, endMarker, knownHostsLine, knownIp, NO_IP_NOTE, removeBlock, removeSshConfig, renderSshBlock, sshArgv, upsertBlock, upsertSshConfig } from "../lib/ssh-config.ts";
+import { ADDED_EOL_NOTE, beginMarker, endMarker, knownHostsLine, knownIp, NO_IP_NOTE, removeBlock, removeSshConfig, renderSshBlock, sshArgv, upsertBlock, upsertSshConfig } from "../lib/ssh-config.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "aivm-sshcfg-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -102,18 +103,22 @@ describe("upsertBlock / removeBlock", () => {
   for (const [name, text] of cases) {
     test(`${name}: append, replace, remove keep the rest byte-for-byte`, () => {
       const once = upsertBlock(text, "box", A);
-      const prefix = text === "" || text.endsWith("\n") ? text : text + (text.includes("\r\n") ? "\r\n" : "\n");
+      const added = !(text === "" || text.endsWith("\n"));
+      const prefix = added ? text + (text.includes("\r\n") ? "\r\n" : "\n") : text;
+      // a line break aivm had to add is noted on the begin marker, so that remove can take it away again
+      const note = (b: string) => (added ? b.replace("# >>> aivm:box >>>", `# >>> aivm:box >>>${ADDED_EOL_NOTE}`) : b);
       expect(once.startsWith(prefix)).toBe(true);
-      expect(once.slice(prefix.length).replace(/\r\n/g, "\n")).toBe(A);
-      if (text.includes("\r\n")) expect(once.slice(prefix.length)).toBe(crlf(A));
+      expect(once.slice(prefix.length).replace(/\r\n/g, "\n")).toBe(note(A));
+      if (text.includes("\r\n")) expect(once.slice(prefix.length)).toBe(crlf(note(A)));
       // same block again: identical
       expect(upsertBlock(once, "box", A)).toBe(once);
       // a changed block replaces the old one in place
       const twice = upsertBlock(once, "box", A2);
       expect(twice.startsWith(prefix)).toBe(true);
-      expect(twice.slice(prefix.length).replace(/\r\n/g, "\n")).toBe(A2);
-      // remove gives back the original (plus the line break a file without one needed)
-      expect(removeBlock(twice, "box")).toBe(prefix);
+      expect(twice.slice(prefix.length).replace(/\r\n/g, "\n")).toBe(note(A2));
+      // remove gives back the original bytes, final line break or not
+      expect(removeBlock(twice, "box")).toBe(text);
+      expect(removeBlock(once, "box")).toBe(text);
       expect(removeBlock(text, "box")).toBe(text);
     });
   }
@@ -247,7 +252,7 @@ describe("upsertSshConfig / removeSshConfig", () => {
     const { runner, fake } = fakeRunner({ yes: false, interactive: true, ask: async () => "y" });
     fake.real(["ssh", "-G"]);
     expect(await upsertSshConfig(runner, v, "10.0.0.9", file)).toBe("written");
-    expect(fake.calls[0]).toMatchObject({ kind: "write", path: file, content: "Host a\r\n  User q\r\n" + renderSshBlock(v, "10.0.0.9").replace(/\n/g, "\r\n") });
+    expect(fake.calls[0]).toMatchObject({ kind: "write", path: file, content: "Host a\r\n  User q\r\n" + renderSshBlock(v, "10.0.0.9").replace(beginMarker("box"), beginMarker("box") + ADDED_EOL_NOTE).replace(/\n/g, "\r\n") });
   });
 
   test("a symlinked config is written through to its target", async () => {
@@ -284,7 +289,37 @@ describe("upsertSshConfig / removeSshConfig", () => {
     expect(await removeSshConfig(runner, v, file)).toBe("unchanged");
     writeFileSync(file, "Host a\n" + renderSshBlock(v, "10.0.0.5") + "Host b\n");
     expect(await removeSshConfig(runner, v, file)).toBe("removed");
-    expect(fake.calls).toEqual([{ kind: "write", path: file, content: "Host a\nHost b\n", mode: 0o600 }]);
+    expect(fake.calls).toEqual([{ kind: "write", path: file, content: "Host a\nHost b\n", mode: 0o644 }]); // its own mode kept
+  });
+
+  test("the file's mode is kept (0644 stays 0644); group/other write bits, which ssh refuses, are dropped", async () => {
+    const home = fresh();
+    mkdirSync(join(home, ".ssh"), { recursive: true });
+    const file = join(home, ".ssh", "config");
+    for (const [mode, want] of [[0o644, 0o644], [0o600, 0o600], [0o640, 0o640], [0o664, 0o644], [0o666, 0o644]] as const) {
+      writeFileSync(file, "Host a\n");
+      chmodSync(file, mode);
+      const { runner, fake } = fakeRunner();
+      fake.unmatched = "ok"; // the ssh -G check after the write
+      expect(await upsertSshConfig(runner, v, "10.0.0.5", file)).toBe("written");
+      expect(fake.calls.filter((c) => c.kind === "write").map((c) => c.mode)).toEqual([want]);
+    }
+  });
+
+  test("a file without a final line break: upsert then remove on disk gives back the same bytes and mode", async () => {
+    const home = fresh();
+    mkdirSync(join(home, ".ssh"), { recursive: true });
+    const file = join(home, ".ssh", "config");
+    const original = "Host github.com\n  User git";
+    writeFileSync(file, original);
+    chmodSync(file, 0o644);
+    const { runner, fake } = fakeRunner();
+    fake.onDisk();
+    fake.unmatched = "ok"; // the ssh -G check after the write
+    await upsertSshConfig(runner, v, "10.0.0.5", file);
+    expect(readFileSync(file, "utf8")).not.toBe(original);
+    await removeSshConfig(runner, v, file);
+    expect(readFileSync(file, "utf8")).toBe(original);
   });
 });
 
@@ -298,6 +333,10 @@ describe("knownIp", () => {
     expect(knownIp(v)).toBe("10.0.0.5");
     writeFileSync(join(v.dir, "ip"), "garbage\n");
     expect(knownIp(v)).toBeNull();
+    // told apart for messages: missing is not malformed
+    expect(readIpFile(v)).toEqual({ malformed: "garbage", path: join(v.dir, "ip") });
+    rmSync(join(v.dir, "ip"));
+    expect(readIpFile(v)).toEqual({ missing: true, path: join(v.dir, "ip") });
   });
 });
 

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fakeRunner, testHost, type FakeBackend } from "./helpers/fake-runner.ts";
 import type { Host } from "../lib/host.ts";
-import { collectStatus } from "../lib/flows/status.ts";
+import { collectStatus, virtiofsdFiles } from "../lib/flows/status.ts";
 import type { StoreDoc } from "../lib/config/model.ts";
 import { ROOT_TAG } from "../lib/share/names.ts";
 import { macAddress } from "../lib/domain.ts";
@@ -301,6 +301,32 @@ describe("text and next commands", () => {
       "aivm fw apply --config '/c/my config.toml' n",
       "start libvirtd",
     ]);
+  });
+});
+
+describe("virtiofsd's open files (status --detail), read from /proc through the Host", () => {
+  test("each virtiofsd serving the VM (export root, shared folders), its open files and limit; others ignored", () => {
+    const proc = mkdtempSync(join(tmpdir(), "aivm-proc-"));
+    const v = { ...resolveVm({ defaults: { vm: { name: "box" }, paths: { vm_root: "/srv/my vms" } } }), attachments: [{ host_path: "/src/a b", mode: "shared" as const, access: "rw" as const, guest_dst: "/g" }] };
+    const p = (pid: number, argv: string[], fds: number | null, limit = 1024) => {
+      mkdirSync(join(proc, String(pid)), { recursive: true });
+      writeFileSync(join(proc, String(pid), "cmdline"), argv.join("\0") + "\0");
+      writeFileSync(join(proc, String(pid), "limits"), `Limit                     Soft Limit           Hard Limit           Units\nMax open files            ${limit}                 ${limit * 4}                 files\n`);
+      if (fds !== null) {
+        mkdirSync(join(proc, String(pid), "fd"));
+        for (let i = 0; i < fds; i++) writeFileSync(join(proc, String(pid), "fd", String(i)), "");
+      }
+    };
+    p(101, ["/usr/lib/qemu/virtiofsd", "--fd=33", "-o", "source=/srv/my vms/box/export,xattr,flock"], 7);
+    p(102, ["/usr/lib/qemu/virtiofsd", "--fd=34", "-o", "source=/src/a b"], null);
+    p(103, ["/usr/lib/qemu/virtiofsd", "--fd=35", "-o", "source=/srv/my vms/other/export"], 3);
+    p(104, ["/usr/bin/sleep", "source=/srv/my vms/box/export"], 1);
+    const files = virtiofsdFiles(testHost(), v, proc).sort((a, b) => a.pid - b.pid);
+    expect(files).toEqual([
+      { pid: 101, source: "/srv/my vms/box/export", open: 7, limit: 1024 },
+      { pid: 102, source: "/src/a b", open: null, limit: 1024 },
+    ]);
+    rmSync(proc, { recursive: true, force: true });
   });
 });
 

@@ -67,3 +67,29 @@ test("an image checksum mismatch stops `aivm up` before libvirt, nftables or the
   expect(existsSync(config)).toBe(false);
   expect(existsSync(join(dir, "cache")) ? readdirSync(join(dir, "cache")).filter((f) => f.endsWith(".img")) : []).toEqual([]);
 });
+
+test("a failed aivm up leaves nothing: libvirtd unreachable (exit 69) or a failed fetch (exit 1); no lock file, no empty directory", async () => {
+  const env = isolatedEnv();
+  const home = env.HOME!;
+  const files = (d: string): string[] => readdirSync(d, { recursive: true }).map(String).filter((p) => !p.startsWith(".cache/bun")).sort();
+  const cfg = join(home, ".config", "aivm", "config.toml");
+  mkdirSync(join(home, ".config", "aivm"), { recursive: true });
+  mkdirSync(join(home, ".ssh"));
+  writeFileSync(join(home, ".ssh", "id.pub"), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEexampleEXAMPLEexampleEXAMPLEexample me\n");
+  const store = (uri: string, url: string) => `[defaults.vm]\nname = "box"\naccel = "tcg"\n\n[defaults.image]\nurl = "${url}"\nsha256 = "${"c".repeat(64)}"\n\n[defaults.paths]\nssh_identity = "${join(home, ".ssh", "id")}"\nlibvirt_uri = "${uri}"\n`;
+  writeFileSync(cfg, store("qemu+unix:///system?socket=/nonexistent/aivm-test.sock", `file://${join(home, "missing.img")}`));
+  const before = files(home);
+  const r = await aivm(["up", "--yes"], { env });
+  expect(r.exitCode).toBe(69);
+  expect(r.stderr).toContain("aivm: libvirt: cannot reach libvirtd");
+  expect(files(home)).toEqual(before);
+  // reachable (libvirt's test driver), but the image cannot be fetched: nothing cached, no lock, no cache directory
+  const src = join(home, "src.img");
+  writeFileSync(src, "not the pinned bytes");
+  writeFileSync(cfg, store("test:///default", `file://${src}`));
+  const before2 = files(home);
+  const f = await aivm(["up", "--yes"], { env });
+  expect(f.exitCode).toBe(1);
+  expect(f.stderr).toContain("sha256 mismatch");
+  expect(files(home)).toEqual(before2);
+}, 30_000);

@@ -251,7 +251,14 @@ describe("aivm vm", () => {
     const argv = fake.calls.find((c) => c.argv?.[0] === "ssh")!.argv!;
     expect(argv.join(" ")).toContain("StrictHostKeyChecking=yes");
     expect(argv.join(" ")).toContain("10.77.0.9");
-    expect(argv.slice(-3)).toEqual(["--", "exit", "3"]);
+    expect(argv.slice(-2)).toEqual(["--", "exit 3"]);
+    // each argument arrives whole: quoted for the guest's shell; --shell sends its line as typed
+    fake.on(ssh, { exitCode: 0 });
+    await run("vm", "ssh", "--", "touch", "two words.txt", "it's");
+    expect(fake.calls.filter((c) => c.argv?.[0] === "ssh").at(-1)!.argv!.slice(-2)).toEqual(["--", `touch 'two words.txt' 'it'\\''s'`]);
+    await run("vm", "ssh", "--shell", "cd /tmp && ls *.txt");
+    expect(fake.calls.filter((c) => c.argv?.[0] === "ssh").at(-1)!.argv!.slice(-2)).toEqual(["--", "cd /tmp && ls *.txt"]);
+    expect((await run("vm", "ssh", "--shell", "true", "--", "true")).code).toBe(2);
     fake.on(ssh, { exitCode: 0 });
     expect((await run("vm", "ssh", "--", "true")).code).toBe(0);
   });

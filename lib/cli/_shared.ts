@@ -8,14 +8,15 @@ import { configPath } from "../config/model.ts";
 import { AivmError, ConfigError, EXIT, UsageError } from "../errors.ts";
 import { shellQuote } from "../shell.ts";
 import { storeExposure } from "../share/preflight.ts";
+import { targetVm, type Target } from "../flows/target.ts";
 
 export const globalArgs = {
-  config: { type: "string", description: "config file (default: $AIVM_CONFIG or $XDG_CONFIG_HOME/aivm/config.toml)", valueHint: "PATH" },
+  config: { type: "string", description: "config file (default: $AIVM_CONFIG or $XDG_CONFIG_HOME/aivm/config.toml)", valueHint: "FILE" },
   verbose: { type: "boolean", alias: "v", description: "show debug logs and every command run" },
   quiet: { type: "boolean", alias: "q", description: "only warnings and errors on stderr" },
 } as const satisfies ArgsDef;
 
-export const vmArg = { vm: { type: "string", description: "VM name (default: the only VM, or the one [defaults] describes)", valueHint: "NAME" } } as const satisfies ArgsDef;
+export const vmArg = { vm: { type: "string", description: "VM name (default: the VM this folder is attached to, else the only VM, else ask)", valueHint: "VM" } } as const satisfies ArgsDef;
 export const jsonArg = { json: { type: "boolean", description: "print JSON on stdout" } } as const satisfies ArgsDef;
 export const dryRunArg = { "dry-run": { type: "boolean", description: "print every command and file instead of running or writing it" } } as const satisfies ArgsDef;
 export const yesArg = { yes: { type: "boolean", alias: "y", description: "approve every step without asking" } } as const satisfies ArgsDef;
@@ -64,6 +65,20 @@ export function context(args: Record<string, unknown>, opts: { loadConfig?: bool
   return { configPath: path, store, runner, json: !!args.json, dryRun, yes };
 }
 
+/** `--shell CMD`: one command line for the guest's shell, on purpose (ssh and vm ssh). */
+export const shellArg = { shell: { type: "string", description: "run this one shell command line in the guest (the guest's shell splits and expands it), instead of -- CMD ARG...", valueHint: "CMD" } } as const satisfies ArgsDef;
+
+/** What to run in the guest: `-- CMD ARG...` (each argument kept whole) or `--shell 'CMD'`, never both. */
+export function userCommand(what: string, args: Record<string, unknown>, rawArgs: string[]): { argv?: string[]; shell?: string } {
+  const argv = afterDashDash(rawArgs);
+  if (args.shell !== undefined) {
+    if (argv.length) throw new UsageError(what, "give either --shell 'CMD' or -- CMD ARG..., not both");
+    if (String(args.shell).trim() === "") throw new UsageError(what, "--shell needs a command line");
+    return { shell: String(args.shell) };
+  }
+  return { argv };
+}
+
 /** The argv after a literal `--` (citty merges it into args._). */
 export function afterDashDash(rawArgs: string[]): string[] {
   const i = rawArgs.indexOf("--");
@@ -87,4 +102,21 @@ export function checkFlags(rawArgs: string[], args: ArgsDef): void {
       throw new UsageError("unknown option", a, "see --help");
     }
   }
+}
+
+/** The VM a VM-scoped command works on (--vm, the folder's VM, the only VM, a pick list): lib/flows/target.ts. */
+export function target(ctx: Ctx, args: Record<string, unknown>, o: { dir?: string; what: string }): Promise<Target> {
+  return targetVm(ctx.runner, ctx.store.doc, { name: args.vm as string | undefined, dir: o.dir, what: o.what });
+}
+
+/** Every value of a repeatable flag (`--section a --section b`, `--section=a`): citty keeps only the last. */
+export function repeated(rawArgs: string[], name: string): string[] {
+  const values: string[] = [];
+  for (let i = 0; i < rawArgs.length; i++) {
+    const a = rawArgs[i]!;
+    if (a === "--") break;
+    if (a === `--${name}` && i + 1 < rawArgs.length) values.push(rawArgs[++i]!);
+    else if (a.startsWith(`--${name}=`)) values.push(a.slice(name.length + 3));
+  }
+  return values;
 }

@@ -1,6 +1,6 @@
 // aivm completion bash|zsh|fish, and the name lists the scripts ask for (--list vms|networks)
 import { networkNames, vmNames } from "../config/resolve.ts";
-import { bashScript, commandTree, fishScript, zshScript } from "../completion.ts";
+import { bashScript, commandTree, fishScript, SHELLS, zshScript } from "../completion.ts";
 import { AivmError, UsageError } from "../errors.ts";
 import { out } from "../log.ts";
 import { context, globalArgs } from "./_shared.ts";
@@ -12,7 +12,7 @@ export default leaf({
   args: {
     ...globalArgs,
     shell: { type: "positional", required: false, description: "bash | zsh | fish", valueHint: "SHELL" },
-    list: { type: "string", description: "print names for completion: vms | networks", valueHint: "WHAT" },
+    list: { type: "enum", options: ["vms", "networks"], description: "print names for completion: vms | networks", valueHint: "WHAT" },
   },
   async run({ args, data }) {
     if (args.list) {
@@ -23,7 +23,7 @@ export default leaf({
       return;
     }
     const shell = args.shell as string | undefined;
-    if (!shell || !["bash", "zsh", "fish"].includes(shell)) throw new UsageError("completion", `${shell ? `${shell} is not` : "name"} one of: bash, zsh, fish`);
+    if (!shell || !SHELLS.includes(shell)) throw new UsageError("completion", `${shell ? `${shell} is not` : "name"} one of: ${SHELLS.join(", ")}`);
     if (!data.root) throw new AivmError("completion", "the command tree was not handed over");
     const nodes = await commandTree(data.root);
     out(shell === "bash" ? bashScript(nodes) : shell === "zsh" ? zshScript(nodes) : fishScript(nodes));

@@ -86,7 +86,7 @@ export default group("config", "the config store", {
   "import-python": leaf({
     name: "import-python",
     description: "carry a Python aivm store (schema 7; default ~/.config/aivm/config.toml) into this one; the Python store is only read",
-    args: { ...mutateArgs, path: { type: "positional", required: false, description: "the Python aivm config.toml (its split fragments beside it are read too)", valueHint: "PATH" } },
+    args: { ...mutateArgs, path: { type: "positional", required: false, description: "the Python aivm config.toml (its split fragments beside it are read too)", valueHint: "FILE" } },
     run: async ({ args }) => {
       const ctx = context(args, { loadConfig: false });
       const r = await importPython(ctx.runner, ctx.configPath, args.path as string | undefined, out);

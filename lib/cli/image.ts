@@ -1,6 +1,6 @@
-import { resolvePaths, resolveVm } from "../config/resolve.ts";
+import { resolvePaths } from "../config/resolve.ts";
 import { applyPrune, cachedImage, humanSize, imageReferences, listCache, planPrune, verifyCache } from "../image.ts";
-import { context, globalArgs, mutateArgs, readArgs, vmArg } from "./_shared.ts";
+import { context, globalArgs, mutateArgs, readArgs, target, vmArg } from "./_shared.ts";
 import { group, leaf } from "./command.ts";
 import { out, outJson } from "../log.ts";
 import { AivmError, EXIT, UsageError } from "../errors.ts";
@@ -14,7 +14,7 @@ const fetchCmd = leaf({
   args: { ...mutateArgs, ...vmArg },
   run: async ({ args }) => {
     const ctx = context(args);
-    const vm = resolveVm(ctx.store.doc, args.vm);
+    const { vm } = await target(ctx, args, { what: "image fetch" });
     const r = await ensureImage(ctx.runner, vm.paths, vm.image);
     if (ctx.dryRun) return;
     if (!r.fetched) log.info(`already cached: ${r.image.sha256.slice(0, 12)}`);
@@ -57,9 +57,9 @@ const pathCmd = leaf({
   name: "path",
   description: "print the cached image path",
   args: { ...globalArgs, ...vmArg },
-  run: ({ args }) => {
+  run: async ({ args }) => {
     const ctx = context(args);
-    const vm = resolveVm(ctx.store.doc, args.vm);
+    const { vm } = await target(ctx, args, { what: "image path" });
     const img = cachedImage(vm.paths, vm.image.sha256);
     if (!img) throw new AivmError("image path", `not cached: run aivm image fetch${args.vm ? ` --vm ${vm.name}` : ""}`, EXIT.FAILED);
     out(img.path);

@@ -7,7 +7,7 @@ import { out, outJson } from "../log.ts";
 import { networkState } from "../libvirt/virsh.ts";
 import { log } from "../log.ts";
 
-const name = { name: { type: "positional", required: false, description: "network name", valueHint: "NAME" } } as const;
+const name = { name: { type: "positional", required: false, description: "network name", valueHint: "NETWORK" } } as const;
 
 function target(args: Record<string, any>) {
   const ctx = context(args);

@@ -2,11 +2,14 @@
 // so tests can walk the tree without running main().
 import { defineCommand, type CommandDef } from "citty";
 import pkg from "../../package.json" with { type: "json" };
+import { rootArgs } from "./_shared.ts";
 
 const lazy = (load: () => Promise<{ default: CommandDef<any> }>) => () => load().then((m) => m.default);
 
 export const root = defineCommand({
   meta: { name: "aivm", version: pkg.version, description: "Local libvirt/KVM sandbox VMs for coding agents" },
+  // what may be typed before the command words (`aivm --config F vm up`): shown in --help, completed by the shells
+  args: rootArgs,
   subCommands: {
     config: lazy(() => import("./config.ts")),
     net: lazy(() => import("./net.ts")),
@@ -14,6 +17,8 @@ export const root = defineCommand({
     image: lazy(() => import("./image.ts")),
     vm: lazy(() => import("./vm.ts")),
     share: lazy(() => import("./share.ts")),
+    attach: () => import("./share.ts").then((m) => m.attachCmd),
+    detach: () => import("./share.ts").then((m) => m.detachCmd),
     "ssh-config": lazy(() => import("./ssh-config.ts")),
     up: lazy(() => import("./up.ts")),
     code: () => import("./session.ts").then((m) => m.code),

@@ -2,7 +2,7 @@
 import { collectStatus } from "../flows/status.ts";
 import { out, outJson } from "../log.ts";
 import { formatStatus } from "../status-report.ts";
-import { context, readArgs, vmArg } from "./_shared.ts";
+import { context, readArgs, target, vmArg } from "./_shared.ts";
 import { leaf } from "./command.ts";
 
 export default leaf({
@@ -11,7 +11,9 @@ export default leaf({
   args: { ...readArgs, ...vmArg, detail: { type: "boolean", description: "show the evidence, and re-hash the base image" } },
   async run({ args }) {
     const ctx = context(args);
-    const report = await collectStatus(ctx.runner, ctx.store.doc, { configPath: ctx.configPath, vmName: args.vm as string | undefined, detail: !!args.detail });
+    const { chosen } = await target(ctx, args, { what: "status" });
+    const vmName = chosen.rule === "defaults" ? undefined : chosen.name;
+    const report = await collectStatus(ctx.runner, ctx.store.doc, { configPath: ctx.configPath, vmName, chosen, detail: !!args.detail });
     if (ctx.json) outJson(report);
     else out(formatStatus(report, { detail: !!args.detail }));
   },

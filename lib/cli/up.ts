@@ -1,8 +1,7 @@
 // aivm up: network, firewall, image, VM, wait, ssh-config in one idempotent command
-import { resolveVm } from "../config/resolve.ts";
 import { logUp, up as bringUp } from "../flows/up.ts";
 import { outJson } from "../log.ts";
-import { context, jsonArg, mutateArgs, vmArg } from "./_shared.ts";
+import { context, jsonArg, mutateArgs, target, vmArg } from "./_shared.ts";
 import { leaf } from "./command.ts";
 
 export default leaf({
@@ -11,7 +10,8 @@ export default leaf({
   args: { ...mutateArgs, ...vmArg, ...jsonArg },
   async run({ args }) {
     const ctx = context(args);
-    const report = await bringUp(ctx.runner, ctx.configPath, ctx.store.doc, resolveVm(ctx.store.doc, args.vm));
+    const { vm } = await target(ctx, args, { what: "up" });
+    const report = await bringUp(ctx.runner, ctx.configPath, ctx.store.doc, vm);
     if (ctx.json) outJson(report);
     logUp(report);
   },

@@ -1,6 +1,5 @@
 // aivm vm create|up|down|restart|delete|list|status|ip|wait|ssh|xml|cloud-init|console-log|update
 import type { Vm } from "../config/model.ts";
-import { resolveVm } from "../config/resolve.ts";
 import { PassThroughExit, UsageError } from "../errors.ts";
 import { listVms } from "../flows/list.ts";
 import { vmCreate, vmDelete, vmDown, vmRestart, vmUp, type VmUpResult } from "../flows/power.ts";
@@ -13,15 +12,16 @@ import { printable } from "../render.ts";
 import { readConsoleLog } from "../vm/files.ts";
 import { requireIp, vmStatus, waitVm } from "../vm/ip.ts";
 import { RESTART_POLICIES, type RestartPolicy } from "../vm/update-plan.ts";
-import { afterDashDash, context, globalArgs, mutateArgs, readArgs, vmArg, type Ctx } from "./_shared.ts";
+import { context, globalArgs, mutateArgs, readArgs, shellArg, target as pick, userCommand, vmArg, type Ctx } from "./_shared.ts";
+import { userCommandText } from "../share/guest.ts";
 import { group, leaf } from "./command.ts";
 
 const m = { ...mutateArgs, ...vmArg } as const;
 const r = { ...readArgs, ...vmArg } as const;
 
-function target(args: Record<string, any>): { ctx: Ctx; vm: Vm } {
+async function target(args: Record<string, any>, what: string): Promise<{ ctx: Ctx; vm: Vm }> {
   const ctx = context(args);
-  return { ctx, vm: resolveVm(ctx.store.doc, args.vm as string | undefined) };
+  return { ctx, vm: (await pick(ctx, args, { what })).vm };
 }
 
 function timeoutArg(v: unknown): number | undefined {
@@ -46,7 +46,7 @@ export default group("vm", "VM lifecycle", {
     description: "create the VM's disk, seed and domain",
     args: m,
     run: async ({ args }) => {
-      const { ctx, vm } = target(args);
+      const { ctx, vm } = await target(args, "vm create");
       const res = await vmCreate(ctx.runner, ctx.configPath, vm);
       if (ctx.dryRun) return;
       if (res.recorded) log.info(`recorded ${vm.name} in ${ctx.configPath}`);
@@ -58,7 +58,7 @@ export default group("vm", "VM lifecycle", {
     description: "re-apply the firewall, then start or resume the VM",
     args: m,
     run: async ({ args }) => {
-      const { ctx, vm } = target(args);
+      const { ctx, vm } = await target(args, "vm up");
       logUpResult(ctx, vm, await vmUp(ctx.runner, ctx.configPath, vm));
     },
   }),
@@ -67,7 +67,7 @@ export default group("vm", "VM lifecycle", {
     description: "ACPI shutdown, force off after the timeout",
     args: m,
     run: async ({ args }) => {
-      const { ctx, vm } = target(args);
+      const { ctx, vm } = await target(args, "vm down");
       const s = await vmDown(ctx.runner, vm);
       if (!ctx.dryRun) log.info(downWord(s, vm));
     },
@@ -77,7 +77,7 @@ export default group("vm", "VM lifecycle", {
     description: "down then up",
     args: m,
     run: async ({ args }) => {
-      const { ctx, vm } = target(args);
+      const { ctx, vm } = await target(args, "vm restart");
       const res = await vmRestart(ctx.runner, ctx.configPath, vm);
       if (!ctx.dryRun) log.info(downWord(res.down, vm));
       logUpResult(ctx, vm, res.up);
@@ -88,7 +88,7 @@ export default group("vm", "VM lifecycle", {
     description: "remove the domain and the VM's own directory",
     args: m,
     run: async ({ args }) => {
-      const { ctx, vm } = target(args);
+      const { ctx, vm } = await target(args, "vm delete");
       const res = await vmDelete(ctx.runner, ctx.configPath, vm);
       if (ctx.dryRun) return;
       log.info(res.vm === "deleted" ? `${vm.name}: deleted (domain and ${vm.dir})` : `${vm.name} does not exist; nothing to delete`);
@@ -112,7 +112,7 @@ export default group("vm", "VM lifecycle", {
     description: "the VM's state",
     args: r,
     run: async ({ args }) => {
-      const { ctx, vm } = target(args);
+      const { ctx, vm } = await target(args, "vm status");
       const s = await vmStatus(ctx.runner, vm);
       const image = cachedImage(vm.paths, vm.image.sha256);
       const full = {
@@ -132,7 +132,7 @@ export default group("vm", "VM lifecycle", {
     description: "print the VM's IPv4 address",
     args: { ...r, wait: { type: "boolean", description: "wait for the DHCP lease (up to wait_timeout_s)" } },
     run: async ({ args }) => {
-      const { ctx, vm } = target(args);
+      const { ctx, vm } = await target(args, "vm ip");
       out(args.wait ? (await waitVm(ctx.runner, vm, { until: "ip" })).ip : await requireIp(ctx.runner, vm));
     },
   }),
@@ -142,19 +142,19 @@ export default group("vm", "VM lifecycle", {
     args: { ...r, timeout: { type: "string", description: "seconds (default: wait_timeout_s)", valueHint: "S" } },
     run: async ({ args }) => {
       const timeoutS = timeoutArg(args.timeout);
-      const { ctx, vm } = target(args);
+      const { ctx, vm } = await target(args, "vm wait");
       out((await waitVm(ctx.runner, vm, { timeoutS })).ip);
     },
   }),
   ssh: leaf({
     name: "ssh",
-    description: "ssh into the VM [-- CMD...] (the remote exit code is passed through)",
-    args: { ...globalArgs, ...vmArg },
+    description: "ssh into the VM [-- CMD ARG...] or [--shell 'CMD'] (the remote exit code is passed through)",
+    args: { ...globalArgs, ...vmArg, ...shellArg },
     run: async ({ args, rawArgs }) => {
-      const { ctx, vm } = target(args);
-      const command = afterDashDash(rawArgs);
+      const text = userCommandText(userCommand("vm ssh", args, rawArgs));
+      const { ctx, vm } = await target(args, "vm ssh");
       const ip = await requireIp(ctx.runner, vm);
-      const res = await ctx.runner.exec(sshArgv(vm, ip, command.length ? { command } : { tty: true }), { inherit: true, nothrow: true });
+      const res = await ctx.runner.exec(sshArgv(vm, ip, text === null ? { tty: true } : { command: [text] }), { inherit: true, nothrow: true });
       if (res.exitCode !== 0) throw new PassThroughExit(res.exitCode);
     },
   }),
@@ -162,19 +162,19 @@ export default group("vm", "VM lifecycle", {
     name: "xml",
     description: "print the domain XML (no libvirtd needed)",
     args: { ...globalArgs, ...vmArg },
-    run: ({ args }) => {
-      const { ctx, vm } = target(args);
+    run: async ({ args }) => {
+      const { ctx, vm } = await target(args, "vm xml");
       out(previewDomain(ctx.runner, vm));
     },
   }),
   "cloud-init": leaf({
     name: "cloud-init",
     description: "print a cloud-init document (a placeholder stands in for a host key not generated yet)",
-    args: { ...globalArgs, ...vmArg, part: { type: "string", description: "user-data | meta-data | network-config", default: "user-data" }, "show-secrets": { type: "boolean", description: "print the guest's private SSH host key instead of a redaction" } },
-    run: ({ args }) => {
+    args: { ...globalArgs, ...vmArg, part: { type: "enum", options: [...SEED_PARTS], description: "user-data | meta-data | network-config", default: "user-data", valueHint: "PART" }, "show-secrets": { type: "boolean", description: "print the guest's private SSH host key instead of a redaction" } },
+    run: async ({ args }) => {
       const part = String(args.part ?? "user-data");
       if (!(SEED_PARTS as readonly string[]).includes(part)) throw new UsageError("--part", `${JSON.stringify(part)} is not one of ${SEED_PARTS.join(", ")}`);
-      const { ctx, vm } = target(args);
+      const { ctx, vm } = await target(args, "vm cloud-init");
       out(previewSeed(ctx.runner, vm, part as SeedPart, { showSecrets: !!args["show-secrets"] }));
     },
   }),
@@ -182,8 +182,8 @@ export default group("vm", "VM lifecycle", {
     name: "console-log",
     description: "print the serial console log (on a terminal, the guest's control characters are shown as \\xNN)",
     args: { ...globalArgs, ...vmArg },
-    run: ({ args }) => {
-      const text = readConsoleLog(target(args).vm);
+    run: async ({ args }) => {
+      const text = readConsoleLog((await target(args, "vm console-log")).vm);
       // the guest writes this file: raw into a pipe, never raw onto the user's terminal
       out(process.stdout.isTTY ? printable(text.replace(/\r\n/g, "\n")) : text);
     },
@@ -191,11 +191,11 @@ export default group("vm", "VM lifecycle", {
   update: leaf({
     name: "update",
     description: "apply config drift to the VM: vCPUs and memory (restart), disk grow only, firewall ports; prints the plan first",
-    args: { ...m, restart: { type: "string", description: "auto (ask, or --yes) | always | never", default: "auto", valueHint: "WHEN" } },
+    args: { ...m, restart: { type: "enum", options: [...RESTART_POLICIES], description: "auto (ask, or --yes) | always | never", default: "auto", valueHint: "WHEN" } },
     async run({ args }) {
       const policy = String(args.restart ?? "auto");
       if (!(RESTART_POLICIES as string[]).includes(policy)) throw new UsageError("vm update --restart", `${policy} is not one of: ${RESTART_POLICIES.join(", ")}`);
-      const { ctx, vm } = target(args);
+      const { ctx, vm } = await target(args, "vm update");
       const res = await vmUpdate(ctx.runner, ctx.configPath, vm, policy as RestartPolicy, (lines) => lines.forEach((l) => log.info(l)));
       if (ctx.dryRun) return;
       if (res.applied.length) log.info(`${vm.name}: updated ${res.applied.join(", ")}`);

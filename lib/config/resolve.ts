@@ -122,3 +122,40 @@ export function networkNames(doc: StoreDoc): string[] {
   const rec = (doc.networks ?? []).map((n) => n.name);
   return rec.length ? rec : [doc.defaults?.network?.name ?? BUILTIN.network.name];
 }
+
+/** Which rule chose the VM a command works on (lib/flows/target.ts asks when no rule decides). */
+export type VmRule = "--vm" | "folder" | "only" | "defaults" | "picked";
+
+export interface VmChoice { name: string; rule: VmRule; why: string }
+
+const inside = (child: string, parent: string) => child === parent || child.startsWith(parent.endsWith("/") ? parent : parent + "/");
+
+/**
+ * The one VM-resolution rule, pure: --vm NAME; else the VM the folder (or its nearest attached parent) is attached to;
+ * else the only VM in the store; else, with no VM recorded, the one [defaults] describes. When none of these decides,
+ * the candidates to pick from (several VMs, or the nearest attached folder attached to several).
+ * `folder` is the resolved (realpath) folder the command is about: its DIR, or the current directory.
+ */
+export function chooseVm(doc: StoreDoc, o: { name?: string; folder?: string | null }): VmChoice | { candidates: string[]; why: string } {
+  if (o.name !== undefined) return { name: o.name, rule: "--vm", why: "given with --vm" };
+  const vms = doc.vms ?? [];
+  if (o.folder) {
+    let best = -1;
+    let hits: { vm: string; path: string }[] = [];
+    for (const v of vms) {
+      for (const a of v.attachments ?? []) {
+        if (!a.host_path || !inside(o.folder, a.host_path)) continue;
+        if (a.host_path.length > best) { best = a.host_path.length; hits = []; }
+        if (a.host_path.length === best && !hits.some((h) => h.vm === v.name)) hits.push({ vm: v.name, path: a.host_path });
+      }
+    }
+    if (hits.length === 1) {
+      const h = hits[0]!;
+      return { name: h.vm, rule: "folder", why: h.path === o.folder ? `${h.path} is attached to it` : `${o.folder} is inside ${h.path}, which is attached to it` };
+    }
+    if (hits.length > 1) return { candidates: hits.map((h) => h.vm), why: `${hits[0]!.path} is attached to ${hits.length} VMs` };
+  }
+  if (vms.length === 1) return { name: vms[0]!.name, rule: "only", why: "the only VM in the config store" };
+  if (vms.length === 0) return { name: doc.defaults?.vm?.name ?? defaultVmName(), rule: "defaults", why: "no VM recorded yet: the one [defaults] describes" };
+  return { candidates: vms.map((v) => v.name), why: `the config store has ${vms.length} VMs and ${o.folder ? `${o.folder} is attached to none of them` : "no folder decides"}` };
+}

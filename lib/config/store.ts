@@ -10,6 +10,8 @@ import { log } from "../log.ts";
 import { withLock } from "../lock.ts";
 import { writeFileAtomicSync } from "../fsutil.ts";
 import { sha256hex } from "../digest.ts";
+import { shellJoin } from "../shell.ts";
+import { describeAction } from "../steps.ts";
 
 export interface Store {
   path: string;
@@ -162,7 +164,10 @@ export function saveStore(store: Store, doc: StoreDoc, opts: SaveOptions = {}): 
   const text = opts.text ?? textFor(store, doc);
   if (text === store.text) return false;
   if (opts.dryRun) {
-    (opts.print ?? ((t: string) => process.stdout.write(t + "\n")))(`cat > ${store.path} <<'AIVM_EOF'\n${text}AIVM_EOF`);
+    // as the real save: parent directories made, mode 0600; quoted so that it runs as pasted
+    const print = opts.print ?? ((t: string) => process.stdout.write(t + "\n"));
+    if (!existsSync(dirname(store.path))) print(shellJoin(["mkdir", "-p", dirname(store.path)]));
+    print(describeAction({ kind: "write", path: store.path, content: text, mode: 0o600 }));
     return false;
   }
   return withLock(lockPath(store.path), () => {

@@ -1,6 +1,4 @@
 // `aivm list`: VMs, networks and attachments from the store, with live state from libvirt when it answers.
-import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import type { Runner } from "../run.ts";
 import type { StoreDoc } from "../config/model.ts";
 import { attachmentDefaults, networkNames, resolveNetwork, resolvePaths, resolveVm, vmNames } from "../config/resolve.ts";
@@ -8,20 +6,27 @@ import { parseTable } from "../libvirt/parse.ts";
 import { vmStatus, VmStatus } from "../vm/ip.ts";
 import { virshBatch } from "../libvirt/facts.ts";
 import { lastLine } from "../errors.ts";
+import { cachedIp } from "../vm/files.ts";
 
+export const SECTIONS = ["vms", "networks", "attachments"] as const;
+export type Section = (typeof SECTIONS)[number];
+
+/** What `aivm list` prints; a section not asked for (`--section`) is absent, and so is `libvirt` when no section needs it. */
 export interface Listing {
-  libvirt: { reachable: boolean; uri: string; error?: string };
-  vms: { name: string; recorded: boolean; state: string; network: string; ip: string | null; attachments: number }[];
-  networks: { name: string; recorded: boolean; active: boolean | null; bridge: string; subnet: string; vms: string[] }[];
-  attachments: { host_path: string; vm: string; mode: string; access: string; guest_dst: string }[];
+  libvirt?: { reachable: boolean; uri: string; error?: string };
+  vms?: { name: string; recorded: boolean; state: string; network: string; ip: string | null; attachments: number }[];
+  networks?: { name: string; recorded: boolean; active: boolean | null; bridge: string; subnet: string; vms: string[] }[];
+  attachments?: { host_path: string; vm: string; mode: string; access: string; guest_dst: string }[];
 }
 
-export async function listAll(runner: Runner, doc: StoreDoc): Promise<Listing> {
+export async function listAll(runner: Runner, doc: StoreDoc, o: { sections?: readonly Section[] } = {}): Promise<Listing> {
+  const want = o.sections ?? SECTIONS;
   const uri = resolvePaths(doc).libvirtUri;
   let domains: Map<string, string> | null = null;
   let nets: Map<string, string> | null = null;
   let error: string | undefined;
-  try {
+  const live = want.includes("vms") || want.includes("networks");
+  if (live) try {
     // one virsh process for both questions
     const b = await virshBatch(runner, uri, [["list", "--all"], ["net-list", "--all"]]);
     if (b.stderr.trim() && !b.outputs.some((o) => o.trim())) error = lastLine(b.stderr);
@@ -34,13 +39,12 @@ export async function listAll(runner: Runner, doc: StoreDoc): Promise<Listing> {
   }
   const vms = vmNames(doc).map((name) => {
     const vm = resolveVm(doc, name);
-    const ipFile = join(vm.dir, "ip");
     return {
       name,
       recorded: vm.recorded,
       state: domains ? (domains.get(name) ?? "absent") : "unknown (libvirtd unreachable)",
       network: vm.network.name,
-      ip: existsSync(ipFile) ? readFileSync(ipFile, "utf8").trim() || null : null,
+      ip: cachedIp(vm), // a malformed ip file is no address (it was shown as one)
       attachments: vm.attachments.length,
     };
   });
@@ -56,17 +60,31 @@ export async function listAll(runner: Runner, doc: StoreDoc): Promise<Listing> {
     };
   });
   const attachments = (doc.vms ?? []).flatMap((v) => (v.attachments ?? []).map(attachmentDefaults).map((a) => ({ host_path: a.host_path, vm: v.name, mode: a.mode, access: a.access, guest_dst: a.guest_dst })));
-  return { libvirt: { reachable: !!domains && !!nets, uri, ...(error ? { error } : {}) }, vms, networks, attachments };
+  const listing: Listing = live ? { libvirt: { reachable: !!domains && !!nets, uri, ...(error ? { error } : {}) } } : {};
+  for (const s of want) {
+    if (s === "vms") listing.vms = vms;
+    else if (s === "networks") listing.networks = networks;
+    else listing.attachments = attachments;
+  }
+  return listing;
 }
 
+/** The sections present in the listing, in the order they were asked for. */
 export function formatListing(l: Listing): string {
-  const rows: string[] = ["VMS"];
-  for (const v of l.vms) rows.push(`  ${v.name}  state=${v.state}  network=${v.network}  ip=${v.ip ?? "-"}  attachments=${v.attachments}${v.recorded ? "" : "  (from [defaults], not created)"}`);
-  rows.push("NETWORKS");
-  for (const n of l.networks) rows.push(`  ${n.name}  active=${n.active === null ? "unknown" : n.active ? "yes" : "no"}  bridge=${n.bridge}  subnet=${n.subnet}  vms=${n.vms.join(",") || "-"}`);
-  rows.push("ATTACHMENTS");
-  for (const a of l.attachments) rows.push(`  ${a.host_path}  vm=${a.vm}  mode=${a.mode}  access=${a.access}  guest=${a.guest_dst}`);
-  if (!l.attachments.length) rows.push("  (none)");
+  const rows: string[] = [];
+  for (const key of Object.keys(l)) {
+    if (key === "vms") {
+      rows.push("VMS");
+      for (const v of l.vms!) rows.push(`  ${v.name}  state=${v.state}  network=${v.network}  ip=${v.ip ?? "-"}  attachments=${v.attachments}${v.recorded ? "" : "  (from [defaults], not created)"}`);
+    } else if (key === "networks") {
+      rows.push("NETWORKS");
+      for (const n of l.networks!) rows.push(`  ${n.name}  active=${n.active === null ? "unknown" : n.active ? "yes" : "no"}  bridge=${n.bridge}  subnet=${n.subnet}  vms=${n.vms.join(",") || "-"}`);
+    } else if (key === "attachments") {
+      rows.push("ATTACHMENTS");
+      for (const a of l.attachments!) rows.push(`  ${a.host_path}  vm=${a.vm}  mode=${a.mode}  access=${a.access}  guest=${a.guest_dst}`);
+      if (!l.attachments!.length) rows.push("  (none)");
+    }
+  }
   return rows.join("\n");
 }
 

@@ -16,7 +16,7 @@ import { recordVm, resolveVm } from "../config/resolve.ts";
 import { AivmError, EXIT } from "../errors.ts";
 import { loadStore, updateStore } from "../config/store.ts";
 import { attachFolder } from "./attach.ts";
-import { guestMount, sessionCommand } from "../share/guest.ts";
+import { guestMount, sessionCommand, userCommandText, type UserCommand } from "../share/guest.ts";
 import { knownHostsLine, sshArgv, upsertSshConfig } from "../ssh-config.ts";
 import { log } from "../log.ts";
 import { logUp, up } from "./up.ts";
@@ -141,7 +141,7 @@ export type CodeOutcome = { kind: "opened"; exitCode: number } | { kind: "steps"
  */
 export async function openInCode(runner: Runner, s: Session): Promise<CodeOutcome> {
   await upsertSshConfig(runner, s.vm, s.ip);
-  if (s.warm) await runner.exec(sshArgv(s.vm, s.ip, { batch: true, connectTimeoutS: 10, command: sessionCommand(s.att, ["true"]) }), { what: `mount ${s.att.guest_dst} in ${s.vm.name}` });
+  if (s.warm) await runner.exec(sshArgv(s.vm, s.ip, { batch: true, connectTimeoutS: 10, command: sessionCommand(s.att, { argv: ["true"] }) }), { what: `mount ${s.att.guest_dst} in ${s.vm.name}` });
   const overSsh = !!runner.host.env.SSH_CONNECTION;
   if (overSsh || !runner.host.which("code")) {
     const why = overSsh ? "aivm runs over SSH: open the folder from your workstation" : "`code` is not on PATH here: open the folder from a workstation";
@@ -151,8 +151,8 @@ export async function openInCode(runner: Runner, s: Session): Promise<CodeOutcom
   return { kind: "opened", exitCode: r.exitCode };
 }
 
-/** `aivm ssh`: a login shell at the session's directory, or CMD run there; the remote exit code. */
-export async function sshSession(runner: Runner, s: Session, command: string[]): Promise<number> {
-  const argv = sshArgv(s.vm, s.ip, { ...(command.length ? {} : { tty: true }), command: sessionCommand(s.att, command, s.cwd) });
+/** `aivm ssh`: a login shell at the session's directory, or the command run there; the remote exit code. */
+export async function sshSession(runner: Runner, s: Session, command: UserCommand): Promise<number> {
+  const argv = sshArgv(s.vm, s.ip, { ...(userCommandText(command) === null ? { tty: true } : {}), command: sessionCommand(s.att, command, s.cwd) });
   return (await runner.exec(argv, { inherit: true, nothrow: true })).exitCode;
 }

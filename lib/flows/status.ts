@@ -4,7 +4,7 @@
 // no sudo) is unknown, never false.
 import { accelChoice, probeAccel } from "../accel.ts";
 import type { StoreDoc, Vm } from "../config/model.ts";
-import { resolveVm } from "../config/resolve.ts";
+import { resolveVm, type VmChoice } from "../config/resolve.ts";
 import { programChecks } from "../doctor.ts";
 import { domainDrift, gib, mib, networkDrift } from "../drift.ts";
 import { lastLine } from "../errors.ts";
@@ -24,11 +24,15 @@ import {
     attachmentVerdicts, guestProbeScript, nextCommands, type Layer, type LayerName, type StatusReport,
 } from "../status-report.ts";
 import { cachedIp, vmFiles } from "../vm/files.ts";
+import { exportRoot } from "../share/names.ts";
+import { join } from "node:path";
 
 export interface StatusOptions {
   configPath: string;
   /** --vm */
   vmName?: string;
+  /** the rule that chose the VM (lib/flows/target.ts), reported as `chosen` */
+  chosen?: VmChoice;
   /** --detail: evidence lines and a re-hash of the base image */
   detail?: boolean;
   /** base image path -> sha256 (tests make it fast) */
@@ -117,6 +121,34 @@ function vmLayer(vm: Vm, f: VmFacts, hasVm: boolean): Layer {
 }
 
 interface GuestLayers { ssh: Layer; cloudInit: Layer; attachments: Layer }
+
+/** A virtiofsd serving this VM (its export root, or a `shared` folder), with its open files read from /proc. */
+export interface VirtiofsdFiles { pid: number; source: string; open: number | null; limit: number | null }
+
+/**
+ * The open file descriptors of each virtiofsd serving the VM, from /proc through runner.host (null: not readable,
+ * e.g. without root). A guest indexer (updatedb) walking the shares raises them until virtiofsd runs out.
+ */
+export function virtiofsdFiles(host: Runner["host"], vm: Vm, proc = "/proc"): VirtiofsdFiles[] {
+  const sources = [exportRoot(vm), ...vm.attachments.filter((a) => a.mode === "shared").map((a) => a.host_path)];
+  const out: VirtiofsdFiles[] = [];
+  for (const d of host.readDir(proc) ?? []) {
+    if (!/^\d+$/.test(d)) continue;
+    const cmd = host.readFile(join(proc, d, "cmdline"))?.split("\0") ?? [];
+    if (!cmd[0]?.endsWith("virtiofsd")) continue;
+    const source = sources.find((src) => cmd.some((a) => a === `--shared-dir=${src}` || new RegExp(`(^|[,=])source=${src.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(,|$)`).test(a)) || cmd.includes(src));
+    if (!source) continue;
+    const fds = host.readDir(join(proc, d, "fd"));
+    const limit = /^Max open files\s+(\d+)/m.exec(host.readFile(join(proc, d, "limits")) ?? "")?.[1];
+    out.push({ pid: Number(d), source, open: fds ? fds.length : null, limit: limit ? Number(limit) : null });
+  }
+  return out;
+}
+
+function fdEvidence(f: VirtiofsdFiles[]): string[] {
+  if (!f.length) return ["virtiofsd: none running for this VM (or not visible in /proc)"];
+  return f.map((x) => `virtiofsd pid ${x.pid} (${x.source}): ${x.open === null ? "open files unknown (cannot read its /proc/PID/fd: run as root)" : `${x.open} open files`}${x.limit !== null ? `, limit ${x.limit}` : ""}`);
+}
 
 /** ssh, cloud-init and attachments: one ssh session with the pinned host key (BatchMode, short timeout). */
 async function guestLayers(runner: Runner, vm: Vm, ip: string | null, why: string, ctx: PreflightContext): Promise<GuestLayers> {
@@ -228,12 +260,22 @@ export async function collectStatus(runner: Runner, doc: StoreDoc, o: StatusOpti
     ? unknown("ip", notRunning, "none")
     : facts.ip ? { name: "ip", ok: true, detail: facts.ip } : { name: "ip", ok: false, detail: `no DHCP lease on ${vm.network.name} yet${cachedIp(vm) ? ` (last seen: ${cachedIp(vm)})` : ""}`, next: "aivm vm wait" };
   const guest = await guestLayers(runner, vm, running ? facts.ip : null, running ? "no IP address" : notRunning, { configPath: o.configPath, paths: vm.paths });
+  if (o.detail && running) {
+    const files = virtiofsdFiles(runner.host, vm);
+    guest.attachments.evidence = [...(guest.attachments.evidence ?? []), ...fdEvidence(files)];
+    // near the limit: the shares are about to fail in the guest ("Too many open files")
+    const full = files.find((x) => x.open !== null && x.limit !== null && x.open >= 0.9 * x.limit);
+    if (full && guest.attachments.ok !== null) {
+      guest.attachments = { ...guest.attachments, ok: false, detail: `virtiofsd pid ${full.pid} holds ${full.open} of its ${full.limit} file descriptors`, next: "find what in the guest holds files open in the shared folders (an indexer like updatedb?), or `aivm vm restart`" };
+    }
+  }
   const layers: Layer[] = [
     hostLayer(runner), accelLayer(runner, vm), libvirtdLayer(vm, facts), networkLayer(vm, facts), firewallLayer(vm, fwOrError),
     await imageLayer(vm, o), vmL, ipL, guest.ssh, guest.cloudInit, guest.attachments, driftLayer(doc, vm, facts, fw, notRunning),
   ];
   const report: StatusReport = {
     vm: hasVm ? vm.name : null,
+    chosen: hasVm && o.chosen ? { rule: o.chosen.rule, why: o.chosen.why } : null,
     recorded: vm.recorded,
     config: o.configPath,
     ok: layers.every((l) => l.ok === true),

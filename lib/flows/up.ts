@@ -44,7 +44,8 @@ export async function up(runner: Runner, configPath: string, doc: StoreDoc, vm: 
       if (wrote) store = "recorded";
     }
     const created = await ensureVm(runner, vm, { uuid: facts.uuid });
-    const state = await startWithBinds(runner, configPath, vm, created === "created" ? {} : { state: facts.state });
+    // a domain only printed under --dry-run is not there to read: it would be shut off once defined
+    const state = await startWithBinds(runner, configPath, vm, created === "created" ? (runner.dryRun ? { state: "shut off" } : {}) : { state: facts.state });
     let ip: string | null = null;
     let sshConfig = "skipped (dry run)";
     if (!runner.dryRun) {

@@ -68,7 +68,8 @@ export async function vmFacts(runner: Runner, vm: Vm, o: { domain?: boolean } = 
   try {
     b = await virshBatch(runner, vm.paths.libvirtUri, cmds);
   } catch (e) {
-    return { ...empty, error: (e as Error).message };
+    // the bare reason (an AivmError's message repeats its "libvirt:" prefix, which callers add themselves)
+    return { ...empty, error: (e as { why?: string }).why ?? (e as Error).message };
   }
   const [version, netInfo, netXml, leases, domstate, uuid, pxml, lxml, blk, ifaddr] = b.outputs;
   const kv = parseKeyValues(netInfo!);

@@ -99,12 +99,25 @@ export async function guestUnmount(runner: Runner, vm: Vm, ip: string, att: Atta
 }
 
 /**
+ * What a user asked to run in the guest: an argument vector (`-- CMD ARG...`: each argument arrives as the same single
+ * argument, quoted for the guest's shell), or one shell command line on purpose (`--shell 'CMD'`: the guest's shell
+ * splits and expands it). Neither: a login shell.
+ */
+export interface UserCommand { argv?: string[]; shell?: string }
+
+/** The remote command text for a user's command (ssh joins its words with spaces; the guest's shell splits them). */
+export function userCommandText(c: UserCommand): string | null {
+  if (c.shell !== undefined) return c.shell;
+  return c.argv?.length ? remoteCommand(c.argv).join(" ") : null;
+}
+
+/**
  * One ssh round trip for `aivm ssh` / `aivm code`: the text the guest user's login shell runs (ssh hands the remote
  * command to it, as for a bare `ssh vm CMD`). It checks the mount with shell builtins only (/proc/self/mountinfo),
- * mounts with sudo only when the folder is not mounted, cds to cwd, then runs CMD as typed (or a login shell).
- * Every value in it is shell-quoted; CMD is the user's own command line, passed like ssh passes it.
+ * mounts with sudo only when the folder is not mounted, cds to cwd, then runs the user's command (userCommandText:
+ * every argument quoted, or the one shell line given with --shell), or a login shell.
  */
-export function sessionCommand(att: AttachmentDoc, command: string[], cwd: string = att.guest_dst): string[] {
+export function sessionCommand(att: AttachmentDoc, command: UserCommand, cwd: string = att.guest_dst): string[] {
   const parts: string[] = [];
   if (att.mode !== "git") {
     const mount = remoteCommand(["sudo", "-n", "sh", "-c", GUEST_MOUNT_SCRIPT, "aivm-mount", ...guestMountArgs(att)]).join(" ");
@@ -114,7 +127,7 @@ export function sessionCommand(att: AttachmentDoc, command: string[], cwd: strin
     );
   }
   parts.push(`cd ${shellQuote(cwd)} || exit 1`);
-  parts.push(command.length ? command.join(" ") : `exec "\${SHELL:-/bin/sh}" -l`);
+  parts.push(userCommandText(command) ?? `exec "\${SHELL:-/bin/sh}" -l`);
   return [parts.join("; ")];
 }
 

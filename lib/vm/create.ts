@@ -1,5 +1,5 @@
 // Create a VM: plan its domain, overlay disk, pinned host key and NoCloud seed, define it (with rollback).
-import { dirname, join, relative, resolve } from "node:path";
+import { basename, dirname, join, relative, resolve } from "node:path";
 import { chooseAccel, probeAccel } from "../accel.ts";
 import type { Vm } from "../config/model.ts";
 import { cachedImage, CachedImage, imageFiles } from "../image.ts";
@@ -16,6 +16,7 @@ import { guestIds } from "../share/guest.ts";
 import { log } from "../log.ts";
 import { sha256hex } from "../digest.ts";
 import { refuseForeign } from "../fsutil.ts";
+import { heredocWith, shellQuote } from "../shell.ts";
 
 /** The first ancestor directory of path that others cannot traverse (libvirt's qemu user must), or null. */
 export function firstUntraversable(host: Host, path: string): string | null {
@@ -79,6 +80,30 @@ export const PLACEHOLDER_HOST_KEY: HostKey = {
   privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nPLACEHOLDER/generated/by/aivm/vm/create\n-----END OPENSSH PRIVATE KEY-----\n",
   publicKey: "ssh-ed25519 PLACEHOLDER/generated/by/aivm/vm/create placeholder",
 };
+
+/**
+ * The shell text that writes known_hosts and the seed documents when the guest's host key only exists once an
+ * earlier printed `ssh-keygen` has run (--dry-run, `aivm help raw`): the key files are read at that point, so the
+ * text does what the real run does. `docs` were rendered with PLACEHOLDER_HOST_KEY; the login key is read from its
+ * file too when `authorizedKeyMark` was rendered in its place.
+ */
+export function seedScript(vm: Vm, docs: Record<string, string>, o: { keyDir: string; seedDir: string; authorizedKeyMark?: string }): string[] {
+  const f = vmFiles(vm);
+  const key = join(o.keyDir, basename(f.hostKey));
+  const pub = shellQuote(`${key}.pub`);
+  const marks: Record<string, string> = {
+    [JSON.stringify(PLACEHOLDER_HOST_KEY.privateKey)]: `"$(awk '{printf "%s\\\\n", $0}' ${shellQuote(key)})"`,
+    [PLACEHOLDER_HOST_KEY.publicKey]: `$(cat ${pub})`,
+    [`-${instanceId(vm.name, PLACEHOLDER_HOST_KEY.publicKey).slice(vm.name.length + 1)}\n`]: `-$(printf %s "$(cat ${pub})" | sha256sum | cut -c1-12)\n`,
+    ...(o.authorizedKeyMark ? { [o.authorizedKeyMark]: `$(cat ${shellQuote(vm.paths.sshPubkey)})` } : {}),
+  };
+  const write = (path: string, mode: string, body: string) => [`install -m ${mode} /dev/null ${shellQuote(path)}`, `cat > ${shellQuote(path)} ${body}`];
+  return [
+    `install -m 644 /dev/null ${shellQuote(f.knownHosts)}`,
+    `printf '%s %s\\n' ${shellQuote(vm.name)} "$(cut -d' ' -f1,2 ${pub})" > ${shellQuote(f.knownHosts)}`,
+    ...Object.entries(docs).flatMap(([name, text]) => write(join(o.seedDir, name), "600", heredocWith(text, marks))),
+  ];
+}
 
 /** The cloud-init documents for a VM, from its host key. */
 export function seedDocuments(vm: Vm, o: { authorizedKey: string; hostKey: HostKey; uid?: number; gid?: number }): { "user-data": string; "meta-data": string; "network-config": string } {
@@ -172,11 +197,19 @@ export async function ensureVm(runner: Runner, vm: Vm, known: { uuid?: string | 
     if (hostKey === PLACEHOLDER_HOST_KEY && !runner.dryRun) throw new AivmError(`vm create ${vm.name}`, `ssh-keygen did not produce ${f.hostKey}`);
 
     if (!host.exists(f.knownHosts)) created.push(f.knownHosts);
-    await runner.writeFile(f.knownHosts, ensureNl(knownHostsLine(vm, hostKey.publicKey)), 0o644);
-
     if (!host.exists(f.seed)) created.push(f.seed);
-    const docs = seedDocuments(vm, { authorizedKey: authorizedKey ?? "ssh-ed25519 PLACEHOLDER-your-key", hostKey, ...guestIds(vm, host) });
-    for (const [name, text] of Object.entries(docs)) await runner.writeFile(join(work, name), text, 0o600);
+    const ids = guestIds(vm, host);
+    if (runner.dryRun && hostKey === PLACEHOLDER_HOST_KEY) {
+      // the key is made by the printed ssh-keygen (in the work directory): the printed writes read it from there
+      const mark = "ssh-ed25519 AIVMAUTHORIZEDKEYMARK";
+      if (authorizedKey === null) log.warn(`no SSH public key at ${vm.paths.sshPubkey}: the printed seed reads it from there (the real run stops here)`);
+      const docs = seedDocuments(vm, { authorizedKey: authorizedKey ?? mark, hostKey, ...ids });
+      for (const line of seedScript(vm, docs, { keyDir: work, seedDir: work, authorizedKeyMark: authorizedKey === null ? mark : undefined })) runner.print(line);
+    } else {
+      await runner.writeFile(f.knownHosts, ensureNl(knownHostsLine(vm, hostKey.publicKey)), 0o644);
+      const docs = seedDocuments(vm, { authorizedKey: authorizedKey ?? "ssh-ed25519 PLACEHOLDER-your-key", hostKey, ...ids });
+      for (const [name, text] of Object.entries(docs)) await runner.writeFile(join(work, name), text, 0o600);
+    }
     await runner.exec(seedArgv(work, join(work, "seed.img")), { what: "build the cloud-init seed" });
     moves.push([join(work, "seed.img"), f.seed]);
     // the disk and the seed (which carries the private host key) are for root and libvirt's qemu user only

@@ -5,6 +5,7 @@ import type { Vm } from "../config/model.ts";
 import { AivmError, EXIT } from "../errors.ts";
 import { acquireLock } from "../lock.ts";
 import { log } from "../log.ts";
+import { ipv4ToInt } from "../validate.ts";
 
 export interface VmFiles {
   dir: string; disk: string; seed: string; hostKey: string; hostKeyPub: string;
@@ -71,10 +72,27 @@ export function isFreshDir(host: { exists(p: string): boolean }, f: VmFiles): bo
   }
 }
 
+/** The ip file `vm wait` keeps: the address, or why there is none (missing, or not an IPv4 address). */
+export type IpFile = { ip: string } | { missing: true; path: string } | { malformed: string; path: string };
+
+export function readIpFile(vm: Vm): IpFile {
+  const path = vmFiles(vm).ipCache;
+  const raw = readKey(path);
+  if (raw === null) return { missing: true, path };
+  const t = raw.trim();
+  return ipv4ToInt(t) !== undefined ? { ip: t } : { malformed: t.length > 40 ? `${t.slice(0, 40)}...` : t, path };
+}
+
+/** Why there is no usable address, for messages. */
+export function ipFileProblem(f: IpFile): string {
+  if ("ip" in f) return "";
+  return "missing" in f ? `${f.path} is missing` : `${f.path} holds ${JSON.stringify(f.malformed)}, not an IPv4 address`;
+}
+
 /** The IP last seen for this VM, or null. */
 export function cachedIp(vm: Vm): string | null {
-  const t = readKey(vmFiles(vm).ipCache)?.trim();
-  return t && /^\d+\.\d+\.\d+\.\d+$/.test(t) ? t : null;
+  const f = readIpFile(vm);
+  return "ip" in f ? f.ip : null;
 }
 
 export interface VmLockOptions {
