@@ -2,7 +2,7 @@
 // `vm create` and `up` (up to the domain start, where libvirt is needed) is run in bash against a fresh temporary
 // tree, the real command against another fresh copy of the same tree, and the two results are compared: files,
 // modes, contents (key material normalized: ssh-keygen makes a new key each time), and every virsh and nft call.
-// virsh and nft are recording fakes on PATH (the host's libvirtd and firewall are never touched); qemu-img,
+// virsh, nft, mount and umount are recording fakes on PATH (the host's libvirtd, firewall and mounts are never touched); qemu-img,
 // ssh-keygen and genisoimage are the real ones. A dry run itself creates nothing: no vms/<vm>/.lock.
 import { describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -43,7 +43,9 @@ case "$last" in
 esac
 for a in "$@"; do
   case "$a" in
-    net-define|define) { echo "--- stdin"; cat; echo "--- end"; } >> "$log"; exit 0 ;;
+    net-define) { echo "--- stdin"; cat; echo "--- end"; } >> "$log"; exit 0 ;;
+    define) { echo "--- stdin"; cat; echo "--- end"; } >> "$log"; touch "$log.defined"; exit 0 ;;
+    domstate) if [ -e "$log.defined" ]; then echo "shut off"; exit 0; fi; echo "error: failed to get domain '$VM'" >&2; exit 1 ;;
     net-start|net-autostart) exit 0 ;;
     start) echo "error: the test stops here (start)" >&2; exit 1 ;;
     domuuid|domstate|dominfo|dumpxml) echo "error: failed to get domain '$VM'" >&2; exit 1 ;;
@@ -64,6 +66,11 @@ echo "fake nft: unscripted: $*" >&2
 exit 3
 `;
 
+/** mount and umount: recorded, never run (a unit test must not mount on the host). */
+const FAKE_MOUNT = `#!/bin/bash
+{ printf '%s' "$(basename "$0")"; printf ' %q' "$@"; printf '\\n'; } >> "$AIVM_FAKE_LOG"
+`;
+
 interface Tree { [path: string]: string }
 
 /** Every file and directory under root: type, mode, and content (the keys made in this tree named by their role). */
@@ -74,7 +81,7 @@ function snapshot(root: string): Tree {
     for (const n of readdirSync(d).sort()) {
       const p = join(d, n);
       const rel = relative(root, p);
-      if (rel === "fake.log" || rel === "bin" || rel === ".cache/bun") continue;
+      if (rel.startsWith("fake.log") || rel === "bin" || rel === ".cache/bun") continue;
       const st = lstatSync(p);
       const mode = (st.mode & 0o7777).toString(8);
       if (st.isDirectory()) {
@@ -125,6 +132,7 @@ async function freshTree(root: string, o: { noKey?: boolean; noConfig?: boolean;
   if (o.noSshDir) rmSync(join(root, "home/.ssh"), { recursive: true });
   writeFileSync(join(root, "bin/virsh"), FAKE_VIRSH.replaceAll("$VM", VM), { mode: 0o755 });
   writeFileSync(join(root, "bin/nft"), FAKE_NFT, { mode: 0o755 });
+  for (const m of ["mount", "umount"]) writeFileSync(join(root, "bin", m), FAKE_MOUNT, { mode: 0o755 });
   const base = join(root, "images", "base.qcow2");
   Bun.spawnSync(["qemu-img", "create", "-q", "-f", "qcow2", base, "64M"]);
   const sha = await sha256File(base);
@@ -182,7 +190,7 @@ async function compareRaw(): Promise<void> {
     const raw = await aivm(["help", "raw"], { env, cwd: root });
     expect(raw.exitCode).toBe(0);
     env = await freshTree(root);
-    const pasted = runPrinted(raw.stdout, env, root, /^# 6\. start /);
+    const pasted = runPrinted(raw.stdout, env, root, / start drybox$/);
     expect({ code: pasted.code, stderr: pasted.stderr }).toEqual({ code: 0, stderr: "" });
     const noStore = (t: Tree) => Object.fromEntries(Object.entries(t).filter(([k]) => !k.startsWith("my cfg/")));
     const afterPaste = noStore(snapshot(root));

@@ -135,7 +135,8 @@ export interface Restored { bound: string[]; skipped: string[] }
  */
 export async function restoreHostBinds(runner: Runner, vm: Vm, ctx: PreflightContext, o: { running?: boolean } = {}): Promise<Restored> {
   const out: Restored = { bound: [], skipped: [] };
-  if (!runner.host.exists(exportRoot(vm))) return out; // a VM made before shared-root existed has no export root
+  // a VM made before shared-root existed has no export root; a dry run of a VM not created yet shows what it would bind
+  if (!runner.host.exists(exportRoot(vm)) && !(runner.dryRun && !runner.host.exists(vm.dir))) return out;
   try {
     await ensureExportMount(runner, vm, o);
   } catch (e) {
